@@ -1,0 +1,7 @@
+using System.CommandLine;
+using Vmi.Cli;
+
+var root = new RootCommand("Vmi: agentless introspection and security monitoring of virtual machines.");
+root.Subcommands.Add(LabCommands.Create());
+root.Subcommands.Add(MemoryCommands.Create());
+return await CommandRunner.InvokeAsync(root, args).ConfigureAwait(false);

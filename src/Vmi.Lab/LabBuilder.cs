@@ -1,0 +1,307 @@
+using System.IO.Compression;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Vmi.Core;
+
+namespace Vmi.Lab;
+
+/// <summary>What <see cref="LabBuilder"/> should build.</summary>
+public sealed record LabBuildOptions
+{
+    /// <summary>Folder that caches downloaded packages and holds the built flavours.</summary>
+    public required string LabDirectory { get; init; }
+
+    /// <summary>Debian kernel flavour: "amd64" (linux-image-amd64), "cloud-amd64", "rt-amd64".</summary>
+    public string Flavour { get; init; } = "amd64";
+
+    /// <summary>Kernel modules (names as in modules.dep, '-' and '_' alike) copied into the initramfs with their dependencies.</summary>
+    public IReadOnlyList<string> Modules { get; init; } = [];
+
+    /// <summary>Rebuild even when the manifest says the artifacts are current.</summary>
+    public bool Force { get; init; }
+}
+
+/// <summary>The built lab guest.</summary>
+public sealed record LabArtifacts(string Directory, string KernelPath, string InitrdPath, string KernelVersion, string KernelPackage, string ModulesDirectory)
+{
+    /// <summary>Kernel command line the lab boots with. KASLR stays on: Vmi must find the slide itself.</summary>
+    public static string DefaultCommandLine(string scenario = "benign") =>
+        $"console=ttyS0,115200 panic=-1 loglevel=3 vmi.scenario={scenario}";
+
+    /// <summary>Loads the artifacts of an already built flavour.</summary>
+    /// <exception cref="LabException">The flavour has not been built.</exception>
+    public static LabArtifacts Load(string labDirectory, string flavour = "amd64")
+    {
+        string dir = Path.Combine(labDirectory, flavour);
+        string manifest = Path.Combine(dir, LabBuilder.ManifestName);
+        if (!File.Exists(manifest))
+            throw new LabException($"the lab guest ({flavour}) is not built in {labDirectory}: run 'vmi lab build' first.");
+        using var doc = JsonDocument.Parse(File.ReadAllText(manifest));
+        var root = doc.RootElement;
+        var a = new LabArtifacts(dir, Path.Combine(dir, "vmlinuz"), Path.Combine(dir, "initrd.img"),
+            root.GetProperty("kernelVersion").GetString()!, root.GetProperty("kernelPackage").GetString()!,
+            Path.Combine(dir, "rootfs", "lib", "modules", root.GetProperty("kernelVersion").GetString()!));
+        if (!File.Exists(a.KernelPath) || !File.Exists(a.InitrdPath))
+            throw new LabException($"the lab guest in {dir} is incomplete: run 'vmi lab build --force'.");
+        return a;
+    }
+}
+
+/// <summary>
+/// Builds the lab guest from Debian packages without installing anything into the host:
+/// the kernel package and busybox-static are fetched with 'apt-get download' and unpacked with
+/// 'dpkg-deb -x'; test programs are compiled with 'gcc -static'; the initramfs is written in-process.
+/// </summary>
+public sealed class LabBuilder
+{
+    internal const string ManifestName = "manifest.json";
+    private const string GuestResourcePrefix = "Vmi.Lab.Guest.";
+
+    private readonly TextWriter _log;
+
+    public LabBuilder(TextWriter log) => _log = log;
+
+    /// <summary>Default lab folder: $VMI_LAB_DIR, else build/lab under the repository containing the working directory, else ~/.cache/vmi/lab.</summary>
+    public static string DefaultLabDirectory()
+    {
+        string? env = Environment.GetEnvironmentVariable("VMI_LAB_DIR");
+        if (!string.IsNullOrEmpty(env))
+            return Path.GetFullPath(env);
+        foreach (string start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "Vmi.sln")))
+                    return Path.Combine(dir.FullName, "build", "lab");
+            }
+        }
+        return Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "vmi", "lab");
+    }
+
+    /// <summary>Builds (or reuses) the lab guest.</summary>
+    /// <exception cref="LabException">A tool or package is missing; the message says how to install it.</exception>
+    public async Task<LabArtifacts> BuildAsync(LabBuildOptions options, CancellationToken cancellationToken = default)
+    {
+        string aptGet = ExternalTool.Require("apt-get", "apt");
+        string aptCache = ExternalTool.Require("apt-cache", "apt");
+        string dpkgDeb = ExternalTool.Require("dpkg-deb", "dpkg");
+        string gcc = ExternalTool.Require("gcc", "gcc libc6-dev");
+
+        string labDir = Path.GetFullPath(options.LabDirectory);
+        string debs = Path.Combine(labDir, "debs");
+        string outDir = Path.Combine(labDir, options.Flavour);
+        Directory.CreateDirectory(debs);
+        Directory.CreateDirectory(outDir);
+
+        string metaPackage = $"linux-image-{options.Flavour}";
+        string kernelPackage = await ResolveKernelPackageAsync(aptCache, metaPackage, cancellationToken).ConfigureAwait(false);
+        string kernelVersion = kernelPackage["linux-image-".Length..];
+
+        var guestFiles = ReadGuestFiles();
+        string fingerprint = Fingerprint(kernelPackage, options.Modules, guestFiles);
+        string manifestPath = Path.Combine(outDir, ManifestName);
+        if (!options.Force && File.Exists(manifestPath) && File.Exists(Path.Combine(outDir, "initrd.img")) && File.Exists(Path.Combine(outDir, "vmlinuz")))
+        {
+            using var doc = JsonDocument.Parse(await File.ReadAllTextAsync(manifestPath, cancellationToken).ConfigureAwait(false));
+            if (doc.RootElement.TryGetProperty("fingerprint", out var fp) && fp.GetString() == fingerprint)
+            {
+                _log.WriteLine($"lab guest {options.Flavour} is up to date ({kernelPackage}) in {outDir}");
+                return LabArtifacts.Load(labDir, options.Flavour);
+            }
+        }
+
+        string kernelDeb = await DownloadAsync(aptGet, debs, kernelPackage, cancellationToken).ConfigureAwait(false);
+        string busyboxDeb = await DownloadAsync(aptGet, debs, "busybox-static", cancellationToken).ConfigureAwait(false);
+
+        string rootfs = Path.Combine(outDir, "rootfs");
+        if (Directory.Exists(rootfs))
+            Directory.Delete(rootfs, recursive: true);
+        string busyboxRoot = Path.Combine(outDir, "busybox");
+        if (Directory.Exists(busyboxRoot))
+            Directory.Delete(busyboxRoot, recursive: true);
+        _log.WriteLine($"unpacking {Path.GetFileName(kernelDeb)}");
+        await ExternalTool.RunCheckedAsync(dpkgDeb, ["-x", kernelDeb, rootfs], cancellationToken: cancellationToken).ConfigureAwait(false);
+        await ExternalTool.RunCheckedAsync(dpkgDeb, ["-x", busyboxDeb, busyboxRoot], cancellationToken: cancellationToken).ConfigureAwait(false);
+
+        string vmlinuz = Path.Combine(rootfs, "boot", $"vmlinuz-{kernelVersion}");
+        if (!File.Exists(vmlinuz))
+            throw new LabException($"{kernelPackage} has no /boot/vmlinuz-{kernelVersion}: is it a kernel image package?");
+        File.Copy(vmlinuz, Path.Combine(outDir, "vmlinuz"), overwrite: true);
+        string busybox = Path.Combine(busyboxRoot, "bin", "busybox");
+        if (!File.Exists(busybox))
+            throw new LabException("busybox-static did not contain /bin/busybox.");
+
+        // Test programs, statically linked so the initramfs needs no libc.
+        string programsOut = Path.Combine(outDir, "programs");
+        Directory.CreateDirectory(programsOut);
+        var programs = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        foreach (var (path, content) in guestFiles.Where(f => f.Key.StartsWith("programs/", StringComparison.Ordinal) && f.Key.EndsWith(".c", StringComparison.Ordinal)))
+        {
+            string name = Path.GetFileNameWithoutExtension(path);
+            string src = Path.Combine(programsOut, name + ".c");
+            string bin = Path.Combine(programsOut, name);
+            await File.WriteAllBytesAsync(src, content, cancellationToken).ConfigureAwait(false);
+            _log.WriteLine($"compiling {name}");
+            await ExternalTool.RunCheckedAsync(gcc, ["-static", "-O2", "-Wall", "-o", bin, src],
+                hint: "a static build needs libc6-dev: apt-get install -y gcc libc6-dev", cancellationToken: cancellationToken).ConfigureAwait(false);
+            programs[name] = await File.ReadAllBytesAsync(bin, cancellationToken).ConfigureAwait(false);
+        }
+
+        string modulesDir = Path.Combine(rootfs, "lib", "modules", kernelVersion);
+        var modules = ResolveModules(modulesDir, options.Modules);
+
+        string initrd = Path.Combine(outDir, "initrd.img");
+        string tmp = initrd + ".tmp";
+        _log.WriteLine($"writing initramfs ({modules.Count} modules)");
+        await using (var file = File.Create(tmp))
+        {
+            await using var gz = new GZipStream(file, CompressionLevel.Fastest);
+            using var cpio = new CpioWriter(gz);
+            foreach (string d in new[] { "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "root", "etc", "lab/bin", "lab/scenarios" })
+                cpio.AddDirectory(d);
+            cpio.AddCharDevice("dev/console", 5, 1);
+            cpio.AddCharDevice("dev/null", 1, 3, 0x1B6);
+            cpio.AddFile("bin/busybox", await File.ReadAllBytesAsync(busybox, cancellationToken).ConfigureAwait(false), 0x1ED);
+            cpio.AddSymlink("bin/sh", "busybox");
+            cpio.AddFile("init", guestFiles["init"], 0x1ED);
+            cpio.AddFile("lab/lib.sh", guestFiles["lib.sh"]);
+            foreach (var (path, content) in guestFiles.Where(f => f.Key.StartsWith("scenarios/", StringComparison.Ordinal)))
+                cpio.AddFile("lab/" + path, content, 0x1ED);
+            foreach (var (name, content) in programs)
+                cpio.AddFile("lab/bin/" + name, content, 0x1ED);
+            cpio.AddFile("etc/passwd", Encoding.ASCII.GetBytes("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"));
+            var dep = new StringBuilder();
+            foreach (var (rel, deps) in modules)
+            {
+                cpio.AddFile($"lib/modules/{kernelVersion}/{rel}", await File.ReadAllBytesAsync(Path.Combine(modulesDir, rel), cancellationToken).ConfigureAwait(false));
+                dep.Append(rel).Append(':');
+                foreach (string d in deps)
+                    dep.Append(' ').Append(d);
+                dep.Append('\n');
+            }
+            cpio.AddFile($"lib/modules/{kernelVersion}/modules.dep", Encoding.ASCII.GetBytes(dep.ToString()));
+            cpio.Finish();
+        }
+        File.Move(tmp, initrd, overwrite: true);
+        Directory.Delete(busyboxRoot, recursive: true);
+
+        var manifest = new Dictionary<string, object>
+        {
+            ["fingerprint"] = fingerprint,
+            ["flavour"] = options.Flavour,
+            ["kernelPackage"] = kernelPackage,
+            ["kernelVersion"] = kernelVersion,
+            ["kernelSha256"] = Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(Path.Combine(outDir, "vmlinuz"), cancellationToken).ConfigureAwait(false))),
+            ["initrdSha256"] = Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(initrd, cancellationToken).ConfigureAwait(false))),
+            ["modules"] = modules.Select(m => m.Path).ToArray(),
+            ["builtUtc"] = DateTimeOffset.UtcNow.ToString("O"),
+        };
+        await File.WriteAllTextAsync(manifestPath, JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }), cancellationToken).ConfigureAwait(false);
+        _log.WriteLine($"lab guest {options.Flavour} built: kernel {kernelVersion}, {new FileInfo(initrd).Length / 1024} KiB initramfs in {outDir}");
+        return LabArtifacts.Load(labDir, options.Flavour);
+    }
+
+    private static async Task<string> ResolveKernelPackageAsync(string aptCache, string metaPackage, CancellationToken ct)
+    {
+        ToolResult r = await ExternalTool.RunAsync(aptCache, ["depends", metaPackage], cancellationToken: ct).ConfigureAwait(false);
+        if (r.ExitCode == 0)
+        {
+            foreach (string line in r.StandardOutput.Split('\n'))
+            {
+                string t = line.Trim();
+                const string prefix = "Depends: linux-image-";
+                if (t.StartsWith(prefix, StringComparison.Ordinal) && char.IsDigit(t[prefix.Length]))
+                    return t["Depends: ".Length..];
+            }
+        }
+        throw new LabException($"cannot resolve the kernel package behind '{metaPackage}' (apt-cache depends {metaPackage}): " +
+            "run 'apt-get update' so apt knows the package lists, and check the flavour name (amd64, cloud-amd64, rt-amd64).");
+    }
+
+    private async Task<string> DownloadAsync(string aptGet, string debs, string package, CancellationToken ct)
+    {
+        string? existing = Directory.EnumerateFiles(debs, package + "_*.deb").OrderDescending().FirstOrDefault();
+        if (existing is not null)
+            return existing;
+        _log.WriteLine($"downloading {package}");
+        await ExternalTool.RunCheckedAsync(aptGet, ["download", package], debs,
+            hint: $"'apt-get download {package}' needs the Debian package lists: run 'apt-get update' first.", cancellationToken: ct).ConfigureAwait(false);
+        return Directory.EnumerateFiles(debs, package + "_*.deb").OrderDescending().FirstOrDefault()
+            ?? throw new LabException($"apt-get download {package} reported success but no .deb appeared in {debs}.");
+    }
+
+    /// <summary>Resolves module names to paths (relative to the modules folder) with their dependencies, dependencies first.</summary>
+    internal static List<(string Path, string[] Deps)> ResolveModules(string modulesDir, IReadOnlyList<string> names)
+    {
+        var result = new List<(string, string[])>();
+        if (names.Count == 0)
+            return result;
+        string depFile = Path.Combine(modulesDir, "modules.dep");
+        if (!File.Exists(depFile))
+            throw new LabException($"{depFile} is missing: the kernel package has no module index.");
+        var deps = new Dictionary<string, string[]>(StringComparer.Ordinal);
+        var byName = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string line in File.ReadLines(depFile))
+        {
+            int colon = line.IndexOf(':', StringComparison.Ordinal);
+            if (colon <= 0)
+                continue;
+            string path = line[..colon];
+            deps[path] = line[(colon + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            byName[ModuleName(path)] = path;
+        }
+        var done = new HashSet<string>(StringComparer.Ordinal);
+        void Add(string path, int depth)
+        {
+            if (depth > 64 || !done.Add(path))
+                return;
+            foreach (string d in deps.GetValueOrDefault(path, []))
+                Add(d, depth + 1);
+            result.Add((path, deps.GetValueOrDefault(path, [])));
+        }
+        foreach (string n in names)
+        {
+            if (!byName.TryGetValue(n.Replace('-', '_'), out string? p))
+                throw new LabException($"kernel module '{n}' is not in {depFile}.");
+            Add(p, 0);
+        }
+        return result;
+    }
+
+    private static string ModuleName(string path)
+    {
+        string file = Path.GetFileName(path);
+        int ko = file.IndexOf(".ko", StringComparison.Ordinal);
+        return (ko > 0 ? file[..ko] : file).Replace('-', '_');
+    }
+
+    /// <summary>The guest-side files embedded in this assembly, keyed by their path under Guest/.</summary>
+    internal static SortedDictionary<string, byte[]> ReadGuestFiles()
+    {
+        var asm = typeof(LabBuilder).Assembly;
+        var files = new SortedDictionary<string, byte[]>(StringComparer.Ordinal);
+        foreach (string name in asm.GetManifestResourceNames())
+        {
+            if (!name.StartsWith(GuestResourcePrefix, StringComparison.Ordinal))
+                continue;
+            using Stream s = asm.GetManifestResourceStream(name)!;
+            using var ms = new MemoryStream();
+            s.CopyTo(ms);
+            files[name[GuestResourcePrefix.Length..].Replace('\\', '/')] = ms.ToArray();
+        }
+        return files;
+    }
+
+    private static string Fingerprint(string kernelPackage, IReadOnlyList<string> modules, SortedDictionary<string, byte[]> files)
+    {
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        h.AppendData(Encoding.UTF8.GetBytes(kernelPackage + "\n" + string.Join(',', modules) + "\n"));
+        foreach (var (k, v) in files)
+        {
+            h.AppendData(Encoding.UTF8.GetBytes(k));
+            h.AppendData(SHA256.HashData(v));
+        }
+        return Convert.ToHexStringLower(h.GetHashAndReset());
+    }
+}

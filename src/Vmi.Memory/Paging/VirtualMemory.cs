@@ -1,0 +1,113 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Vmi.Memory;
+
+/// <summary>
+/// Reads guest memory through one address space: every page is translated on its own (through the optional
+/// <see cref="TranslationCache"/>), so reads cross page boundaries correctly and stop at the first hole.
+/// </summary>
+/// <remarks>Not thread-safe when a cache is used (the cache is not); otherwise as thread-safe as the memory.</remarks>
+[SkipLocalsInit]
+public sealed class VirtualMemory
+{
+    private readonly IPhysicalMemory _memory;
+    private readonly PageWalker _walker;
+    private readonly TranslationCache? _cache;
+    private readonly PagingContext _context;
+
+    /// <summary>Creates a view of <paramref name="memory"/> through the page tables of <paramref name="context"/>.</summary>
+    public VirtualMemory(IPhysicalMemory memory, PagingContext context, TranslationCache? cache = null)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        _memory = memory;
+        _walker = new PageWalker(memory);
+        _context = context;
+        _cache = cache;
+    }
+
+    /// <summary>The address space.</summary>
+    public PagingContext Context => _context;
+
+    /// <summary>The physical memory read.</summary>
+    public IPhysicalMemory Memory => _memory;
+
+    /// <summary>The cache, when one was given.</summary>
+    public TranslationCache? Cache => _cache;
+
+    /// <summary>Translates <paramref name="va"/>, through the cache when there is one.</summary>
+    public bool TryTranslate(ulong va, out Translation t) => TryTranslate(va, out t, out _);
+
+    /// <summary>Translates <paramref name="va"/> and says why it failed.</summary>
+    public bool TryTranslate(ulong va, out Translation t, out WalkStatus status)
+    {
+        if (_cache is not null && _cache.TryGet(_context.Cr3, va, out t))
+        {
+            status = WalkStatus.Ok;
+            return true;
+        }
+        if (!_walker.TryTranslate(_context, va, out t, out status))
+            return false;
+        _cache?.Add(_context.Cr3, t);
+        return true;
+    }
+
+    /// <summary>Full walk with every entry, bypassing the cache.</summary>
+    public WalkResult Walk(ulong va) => _walker.Walk(_context, va);
+
+    /// <summary>
+    /// Copies from <paramref name="va"/> until <paramref name="destination"/> is full or a page cannot be read,
+    /// and says how far it got and why it stopped.
+    /// </summary>
+    public VirtualReadResult Read(ulong va, Span<byte> destination)
+    {
+        int done = 0;
+        while (done < destination.Length)
+        {
+            if (!TryTranslate(va, out Translation t, out WalkStatus status))
+                return new VirtualReadResult(done, status, va);
+            int chunk = (int)Math.Min(t.BytesToPageEnd, (ulong)(destination.Length - done));
+            int copied = _memory.ReadPartial(t.PhysicalAddress, destination.Slice(done, chunk));
+            done += copied;
+            va += (ulong)copied; // wraps like the CPU would; the walk then decides canonicality
+            if (copied < chunk)
+                return new VirtualReadResult(done, WalkStatus.PhysicalUnbacked, va);
+        }
+        return new VirtualReadResult(done, WalkStatus.Ok, 0);
+    }
+
+    /// <summary>True when every byte of <paramref name="destination"/> was read.</summary>
+    public bool TryRead(ulong va, Span<byte> destination) => Read(va, destination).IsComplete;
+
+    /// <summary>Reads a little-endian 64-bit value (a pointer, typically).</summary>
+    public bool TryReadUInt64(ulong va, out ulong v)
+    {
+        // Fast path: the 8 bytes lie in one 4 KiB page (true for any aligned pointer).
+        if ((va & 0xFFF) <= 0x1000 - sizeof(ulong))
+        {
+            if (TryTranslate(va, out Translation t))
+                return _memory.TryReadUInt64(t.PhysicalAddress, out v);
+            v = 0;
+            return false;
+        }
+        Span<byte> bytes = stackalloc byte[sizeof(ulong)];
+        if (TryRead(va, bytes))
+        {
+            v = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+            return true;
+        }
+        v = 0;
+        return false;
+    }
+
+    /// <summary>Reads an unmanaged value in host (little-endian) byte order.</summary>
+    public bool TryRead<T>(ulong va, out T value) where T : unmanaged
+    {
+        value = default;
+        return TryRead(va, MemoryMarshal.AsBytes(new Span<T>(ref value)));
+    }
+
+    /// <summary>A copy of this view in another address space sharing the same memory and cache.</summary>
+    public VirtualMemory WithContext(PagingContext context) => new(_memory, context, _cache);
+}

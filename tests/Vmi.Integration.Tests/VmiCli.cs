@@ -1,0 +1,51 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Vmi.Integration.Tests;
+
+internal sealed record CliResult(int ExitCode, byte[] StdoutBytes, string StandardError)
+{
+    public string StandardOutput => Encoding.UTF8.GetString(StdoutBytes);
+}
+
+/// <summary>Runs the real `vmi` program (vmi.dll next to the tests) as a separate process.</summary>
+internal static class VmiCli
+{
+    public static string DllPath => Path.Combine(AppContext.BaseDirectory, "vmi.dll");
+
+    public static ProcessStartInfo StartInfo(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(DllPath);
+        foreach (string a in args)
+            psi.ArgumentList.Add(a);
+        return psi;
+    }
+
+    public static async Task<CliResult> RunAsync(params string[] args)
+    {
+        using var p = Process.Start(StartInfo(args))!;
+        p.StandardInput.Close();
+        var stdout = new MemoryStream();
+        Task copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"vmi {string.Join(' ', args)} did not finish in 3 minutes");
+        }
+        await copy;
+        return new CliResult(p.ExitCode, stdout.ToArray(), await stderr);
+    }
+}
