@@ -15,9 +15,16 @@ internal static class CommandRunner
     public static async Task<int> InvokeAsync(RootCommand root, string[] args)
     {
         ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
+        {
+            foreach (var error in parse.Errors)
+                await Console.Error.WriteLineAsync("vmi: " + error.Message).ConfigureAwait(false);
+            await Console.Error.WriteLineAsync("vmi: see 'vmi " + string.Join(' ', args.TakeWhile(a => !a.StartsWith('-'))) + " --help'").ConfigureAwait(false);
+            return ExitUsage;
+        }
         try
         {
-            return await parse.InvokeAsync().ConfigureAwait(false);
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }).ConfigureAwait(false);
         }
         catch (VmiException e)
         {

@@ -55,27 +55,26 @@ internal static class MemoryCommands
             if (fmt is not ("hex" or "raw"))
                 throw new UsageException($"--format must be hex or raw, not '{fmt}'.");
 
+            ulong address = p is not null ? CommandRunner.ParseNumber(p, "--phys") : CommandRunner.ParseNumber(v!, "--virt");
+
             await using ITarget t = await TargetFactory.OpenAsync(parse.GetValue(target)!, ct).ConfigureAwait(false);
             var buffer = new byte[length];
             int read;
-            ulong address;
             string? failure = null;
             if (p is not null)
             {
-                address = CommandRunner.ParseNumber(p, "--phys");
                 read = t.Memory.ReadPartial(address, buffer);
                 if ((ulong)read < length)
                     failure = FormattableString.Invariant($"physical address 0x{address + (ulong)read:x} is not backed by guest RAM");
             }
             else
             {
-                address = CommandRunner.ParseNumber(v!, "--virt");
                 PagingContext ctx = await ResolvePagingAsync(t, parse.GetValue(cr3), parse.GetValue(vcpu), parse.GetValue(paging)!, ct).ConfigureAwait(false);
                 var vm = new VirtualMemory(t.Memory, ctx);
                 VirtualReadResult r = vm.Read(address, buffer);
                 read = r.BytesRead;
                 if ((ulong)read < length)
-                    failure = FormattableString.Invariant($"virtual address 0x{r.FaultAddress:x} does not translate ({r.Status})");
+                    failure = FormattableString.Invariant($"virtual address 0x{r.FailedAddress:x} does not translate ({r.Status})");
             }
 
             if (fmt == "raw")
@@ -109,6 +108,8 @@ internal static class MemoryCommands
         cmd.SetAction(async (parse, ct) =>
         {
             ulong va = CommandRunner.ParseNumber(parse.GetValue(virt)!, "--virt");
+            if (parse.GetValue(cr3) is string c)
+                _ = CommandRunner.ParseNumber(c, "--cr3");
             await using ITarget t = await TargetFactory.OpenAsync(parse.GetValue(target)!, ct).ConfigureAwait(false);
             PagingContext ctx = await ResolvePagingAsync(t, parse.GetValue(cr3), parse.GetValue(vcpu), parse.GetValue(paging)!, ct).ConfigureAwait(false);
             WalkResult walk = new PageWalker(t.Memory).Walk(ctx, va);

@@ -25,8 +25,11 @@ public sealed class CpioWriter : IDisposable
     public void AddDirectory(string path, int mode = 0x1ED /* 0755 */)
     {
         path = Normalize(path);
-        if (!_written.Add(path))
+        if (_written.Contains(path))
             return;
+        // The kernel's unpacker creates entries in archive order: parents must come first.
+        EnsureParents(path);
+        _written.Add(path);
         WriteEntry(path, TypeDirectory | mode, 0, 0, ReadOnlySpan<byte>.Empty);
     }
 

@@ -57,6 +57,8 @@ public sealed class LabBuilder
 {
     internal const string ManifestName = "manifest.json";
     private const string GuestResourcePrefix = "Vmi.Lab.Guest.";
+    /// <summary>Bump when the way the initramfs is assembled changes, so cached builds are redone.</summary>
+    private const int LayoutVersion = 2;
 
     private readonly TextWriter _log;
 
@@ -296,7 +298,7 @@ public sealed class LabBuilder
     private static string Fingerprint(string kernelPackage, IReadOnlyList<string> modules, SortedDictionary<string, byte[]> files)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        h.AppendData(Encoding.UTF8.GetBytes(kernelPackage + "\n" + string.Join(',', modules) + "\n"));
+        h.AppendData(Encoding.UTF8.GetBytes(LayoutVersion.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n" + kernelPackage + "\n" + string.Join(',', modules) + "\n"));
         foreach (var (k, v) in files)
         {
             h.AppendData(Encoding.UTF8.GetBytes(k));

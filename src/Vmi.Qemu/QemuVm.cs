@@ -112,7 +112,7 @@ public sealed class QemuVm : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         string qemu = ExternalTool.Find("qemu-system-x86_64")
             ?? throw new TargetException("'qemu-system-x86_64' was not found: install it with 'apt-get install -y qemu-system-x86'.");
-        foreach (string f in new[] { options.KernelPath, options.InitrdPath })
+        foreach (string? f in new[] { options.KernelPath, options.InitrdPath })
         {
             if (f is not null && !File.Exists(f))
                 throw new TargetException($"{f} does not exist: run 'vmi lab build' or give the right path.");

@@ -35,9 +35,10 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
         {
             var done = await Task.WhenAny(ready.Task, Task.Delay(TimeSpan.FromMinutes(3)));
             Assert.True(done == ready.Task, "vmi lab run did not report a ready guest: " + stderr);
-            qemuPid = int.Parse(QemuPid().Match(ready.Task.Result).Groups[1].Value, CultureInfo.InvariantCulture);
+            string readyLine = await ready.Task;
+            qemuPid = int.Parse(QemuPid().Match(readyLine).Groups[1].Value, CultureInfo.InvariantCulture);
             Assert.True(Directory.Exists($"/proc/{qemuPid}"));
-            output.WriteLine(ready.Task.Result);
+            output.WriteLine(readyLine);
         }
         finally
         {
@@ -64,7 +65,7 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
         Assert.True(m.Success, r.StandardError);
         int qemuPid = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
         Assert.False(Directory.Exists($"/proc/{qemuPid}"), "QEMU still running after vmi exited");
-        Assert.Empty(Directory.GetFiles("/dev/shm", "vmi-*").Where(f => !before.Contains(f)));
+        Assert.DoesNotContain(Directory.GetFiles("/dev/shm", "vmi-*"), f => !before.Contains(f));
         Assert.Contains("@@VMI-READY", r.StandardOutput, StringComparison.Ordinal);
     }
 

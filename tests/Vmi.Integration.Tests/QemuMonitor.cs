@@ -10,8 +10,12 @@ internal static class QemuMonitor
     public static async Task<ulong?> Gva2GpaAsync(QmpClient qmp, ulong va)
     {
         string r = (await qmp.HumanMonitorCommandAsync(FormattableString.Invariant($"gva2gpa 0x{va:x}"))).Trim();
-        if (r.StartsWith("gpa: 0x", StringComparison.Ordinal))
-            return ulong.Parse(r[7..], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        // "gpa: 0x1234", and "gpa: 0" for zero (QEMU prints with %#x).
+        if (r.StartsWith("gpa: ", StringComparison.Ordinal))
+        {
+            string hex = r[5..];
+            return ulong.Parse(hex.StartsWith("0x", StringComparison.Ordinal) ? hex[2..] : hex, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        }
         if (r.Contains("Unmapped", StringComparison.Ordinal))
             return null;
         throw new InvalidOperationException($"unexpected gva2gpa answer: {r}");

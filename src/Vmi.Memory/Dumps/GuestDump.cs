@@ -14,6 +14,9 @@ public sealed class GuestDump : IPhysicalMemory
         VmcoreInfo = vmcoreInfo;
     }
 
+    /// <summary>The mapped memory behind the dump (lets the page walker take its devirtualized fast path).</summary>
+    internal MappedPhysicalMemory Mapped => _memory;
+
     /// <summary>The dump file.</summary>
     public string Path { get; }
 

@@ -8,7 +8,12 @@ namespace Vmi.Memory;
 /// checks present and reserved bits at each level, and never throws on hostile tables: a walk reads at most
 /// one entry per level, so self-referencing tables resolve as on hardware and cannot loop.
 /// </summary>
-/// <remarks>Accessed/dirty bits are never written back. Thread-safe when the memory is.</remarks>
+/// <remarks>
+/// Reserved bits follow Intel's definition (as KVM's software walker does for Intel guests): address bits
+/// MAXPHYADDR..51 everywhere, bit 63 without EFER.NXE, PS in PML4E/PML5E, bits 13..20 / 13..29 of 2 MiB /
+/// 1 GiB pages; 1 GiB pages are assumed supported. AMD additionally reserves bit 8 of PML4E/PML5E, which is not
+/// checked. Accessed/dirty bits are never written back. Thread-safe when the memory is.
+/// </remarks>
 [SkipLocalsInit]
 public sealed class PageWalker
 {
@@ -28,12 +33,21 @@ public sealed class PageWalker
     internal const ulong Reserved1G = 0x3FFF_E000;    // bits 13..29
 
     private readonly IPhysicalMemory _memory;
+    // Non-null when the memory is a mapped file: entries are then read through a direct, inlinable call
+    // instead of an interface call per level.
+    private readonly MappedPhysicalMemory? _mapped;
 
     /// <summary>Creates a walker reading paging structures from <paramref name="memory"/>.</summary>
     public PageWalker(IPhysicalMemory memory)
     {
         ArgumentNullException.ThrowIfNull(memory);
         _memory = memory;
+        _mapped = memory switch
+        {
+            MappedPhysicalMemory m => m,
+            GuestDump d => d.Mapped,
+            _ => null,
+        };
     }
 
     /// <summary>The physical memory the tables are read from.</summary>
@@ -43,7 +57,9 @@ public sealed class PageWalker
     public bool TryTranslate(in PagingContext context, ulong virtualAddress, out Translation translation, out WalkStatus status)
     {
         var recorder = new NoRecorder();
-        status = WalkCore(_memory, context, virtualAddress, ref recorder, out translation, out _);
+        status = _mapped is not null
+            ? WalkCore(new MappedReader(_mapped), context, virtualAddress, ref recorder, out translation, out _)
+            : WalkCore(new InterfaceReader(_memory), context, virtualAddress, ref recorder, out translation, out _);
         return status == WalkStatus.Ok;
     }
 
@@ -51,14 +67,17 @@ public sealed class PageWalker
     public WalkResult Walk(in PagingContext context, ulong virtualAddress)
     {
         var recorder = new StepRecorder(new WalkStep[5]);
-        WalkStatus status = WalkCore(_memory, context, virtualAddress, ref recorder, out Translation translation, out Fault fault);
+        WalkStatus status = WalkCore(new InterfaceReader(_memory), context, virtualAddress, ref recorder, out Translation translation, out Fault fault);
         WalkStep[] steps = recorder.Steps.AsSpan(0, recorder.Count).ToArray();
         return new WalkResult(context, virtualAddress, status, steps, fault.Level, fault.EntryAddress, fault.ReservedBits,
             status == WalkStatus.Ok ? translation : null);
     }
 
-    private static WalkStatus WalkCore<TRecorder>(IPhysicalMemory memory, in PagingContext context, ulong virtualAddress,
+    // Generic over struct reader and recorder so each combination is compiled separately: no interface calls and
+    // no recording work on the TryTranslate path.
+    private static WalkStatus WalkCore<TReader, TRecorder>(TReader memory, in PagingContext context, ulong virtualAddress,
         ref TRecorder recorder, out Translation translation, out Fault fault)
+        where TReader : struct, IEntryReader
         where TRecorder : struct, IStepRecorder
     {
         translation = default;
@@ -147,6 +166,22 @@ public sealed class PageWalker
     }
 
     private readonly record struct Fault(PagingLevel? Level, ulong? EntryAddress, ulong ReservedBits);
+
+    private interface IEntryReader
+    {
+        bool TryReadUInt64(ulong address, out ulong value);
+    }
+
+    private readonly struct InterfaceReader(IPhysicalMemory memory) : IEntryReader
+    {
+        public bool TryReadUInt64(ulong address, out ulong value) => memory.TryReadUInt64(address, out value);
+    }
+
+    private readonly struct MappedReader(MappedPhysicalMemory memory) : IEntryReader
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool TryReadUInt64(ulong address, out ulong value) => memory.TryReadUInt64(address, out value);
+    }
 
     private interface IStepRecorder
     {

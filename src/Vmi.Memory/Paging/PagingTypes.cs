@@ -50,6 +50,10 @@ public readonly record struct Translation(ulong VirtualAddress, ulong PhysicalAd
     /// <summary>Bytes from the address to the end of its page (1..Size).</summary>
     public ulong BytesToPageEnd => (ulong)Size - PageOffset;
 
+    /// <inheritdoc/>
+    public override string ToString() =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"VA 0x{VirtualAddress:x} -> PA 0x{PhysicalAddress:x} ({Size}, {Flags})");
+
     /// <summary>The same page translating another address inside it.</summary>
     public Translation WithAddress(ulong virtualAddress) =>
         this with { VirtualAddress = virtualAddress, PhysicalAddress = PagePhysicalBase | (virtualAddress & ((ulong)Size - 1)) };

@@ -81,7 +81,7 @@ public sealed class WalkResult
                     : $"{va} is not canonical for 4-level paging (bits 63..47 must all equal bit 47)";
             case WalkStatus.TableUnreadable:
                 return string.Create(c,
-                    $"{va}: {LevelName(FaultLevel!.Value)} entry {IndexAt(FaultLevel.Value)} at PA 0x{FaultEntryAddress:x} is unreadable: the table lies outside backed guest memory");
+                    $"{va}: {LevelName(FaultLevel!.Value)} entry 0x{IndexAt(FaultLevel.Value):x} at PA 0x{FaultEntryAddress:x} is unreadable: the table lies outside backed guest memory");
             case WalkStatus.NotPresent:
             case WalkStatus.ReservedBitsSet:
             {
@@ -111,8 +111,11 @@ public sealed class WalkResult
             hints.Add("bit 63 (XD) with EFER.NXE clear");
         if ((bits & ((1UL << 52) - 1) & ~((1UL << Context.MaxPhysicalAddressBits) - 1)) != 0)
             hints.Add(string.Create(CultureInfo.InvariantCulture, $"address bits at or above MAXPHYADDR {Context.MaxPhysicalAddressBits}"));
-        if ((bits & PageWalker.Reserved1G) != 0)
-            hints.Add(step.Level == PagingLevel.Pdpt ? "1 GiB page base not aligned (bits 13..29)" : "2 MiB page base not aligned (bits 13..20)");
+        bool largePage = (step.Entry & PageWalker.EntryPageSize) != 0;
+        if (largePage && step.Level == PagingLevel.Pdpt && (bits & PageWalker.Reserved1G) != 0)
+            hints.Add("1 GiB page base not aligned (bits 13..29)");
+        if (largePage && step.Level == PagingLevel.Pd && (bits & PageWalker.Reserved2M) != 0)
+            hints.Add("2 MiB page base not aligned (bits 13..20)");
         return hints.Count == 0 ? "" : ": " + string.Join("; ", hints);
     }
 

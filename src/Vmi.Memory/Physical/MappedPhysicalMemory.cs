@@ -99,6 +99,7 @@ public sealed unsafe class MappedPhysicalMemory : IPhysicalMemory
     }
 
     /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryReadUInt64(ulong address, out ulong value)
     {
         int i = FindSegment(address);
@@ -111,13 +112,19 @@ public sealed unsafe class MappedPhysicalMemory : IPhysicalMemory
                 value = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(_base + s.FileOffset + offset, sizeof(ulong)));
                 return true;
             }
-            // The value straddles two adjacent segments.
-            Span<byte> bytes = stackalloc byte[sizeof(ulong)];
-            if (ReadPartial(address, bytes) == sizeof(ulong))
-            {
-                value = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
-                return true;
-            }
+        }
+        return TryReadUInt64Slow(address, out value);
+    }
+
+    /// <summary>The value straddles two adjacent segments, or is not backed.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryReadUInt64Slow(ulong address, out ulong value)
+    {
+        Span<byte> bytes = stackalloc byte[sizeof(ulong)];
+        if (ReadPartial(address, bytes) == sizeof(ulong))
+        {
+            value = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+            return true;
         }
         value = 0;
         return false;

@@ -53,36 +53,41 @@ internal static class GdbTargetDescription
         {
             using var text = new StringReader(xml);
             using var reader = XmlReader.Create(text, settings, context);
-            while (reader.Read())
+            reader.Read();
+            while (!reader.EOF)
             {
-                if (reader.NodeType != XmlNodeType.Element)
+                if (reader.NodeType == XmlNodeType.Element && reader.LocalName == "architecture" && reader.NamespaceURI.Length == 0)
                 {
+                    // Reads past the end tag: the loop must not Read() again or it would skip the next element.
+                    architecture = reader.ReadElementContentAsString().Trim();
                     continue;
                 }
 
-                switch (reader.LocalName)
+                if (reader.NodeType == XmlNodeType.Element)
                 {
-                    case "architecture" when reader.NamespaceURI.Length == 0:
-                        architecture = reader.ReadElementContentAsString().Trim();
-                        break;
-                    case "feature" when reader.NamespaceURI.Length == 0:
-                        feature = reader.GetAttribute("name");
-                        break;
-                    case "include" when reader.NamespaceURI == XIncludeNamespace:
-                        items.Add(new IncludeItem(reader.GetAttribute("href")
-                            ?? throw new ProtocolException($"gdb target description '{annex}': xi:include without href.")));
-                        break;
-                    case "reg" when reader.NamespaceURI.Length == 0:
-                        items.Add(ParseRegister(reader, annex, feature));
-                        if (items.Count > MaxRegisters)
-                        {
-                            throw new ProtocolException($"gdb target description '{annex}' declares more than {MaxRegisters} registers.");
-                        }
+                    switch (reader.LocalName)
+                    {
+                        case "feature" when reader.NamespaceURI.Length == 0:
+                            feature = reader.GetAttribute("name");
+                            break;
+                        case "include" when reader.NamespaceURI == XIncludeNamespace:
+                            items.Add(new IncludeItem(reader.GetAttribute("href")
+                                ?? throw new ProtocolException($"gdb target description '{annex}': xi:include without href.")));
+                            break;
+                        case "reg" when reader.NamespaceURI.Length == 0:
+                            items.Add(ParseRegister(reader, annex, feature));
+                            if (items.Count > MaxRegisters)
+                            {
+                                throw new ProtocolException($"gdb target description '{annex}' declares more than {MaxRegisters} registers.");
+                            }
 
-                        break;
-                    default:
-                        break;
+                            break;
+                        default:
+                            break;
+                    }
                 }
+
+                reader.Read();
             }
         }
         catch (XmlException e)

@@ -34,8 +34,10 @@ public sealed record QmpEvent(string Name, JsonElement Data, DateTimeOffset Time
 /// <see cref="StopAsync"/> and only then starts waiting for <c>STOP</c> would miss it. The client keeps the last
 /// <see cref="EventBufferSize"/> events; take <see cref="EventSequence"/> before acting and pass it to
 /// <see cref="WaitForEventAsync(string, long, TimeSpan, CancellationToken)"/>.</item>
-/// <item>With <c>-S</c> the status is <c>prelaunch</c> until the first <c>cont</c>; a VM stopped by the gdb stub is in
-/// status <c>debug</c>; a VM stopped by a packet the gdb stub received while the VM ran is <c>paused</c>.</item>
+/// <item>Run states seen with QEMU 7.2: <c>prelaunch</c> with <c>-S</c> until the first <c>cont</c>, and again after
+/// <c>system_reset</c> of a stopped VM; <c>debug</c> after a gdb breakpoint, watchpoint or step; <c>paused</c> after QMP
+/// <c>stop</c>, a gdb attach or interrupt, or any gdb packet that reached the stub while the VM ran. A successful gdb
+/// detach resumes the VM (<c>running</c>); <c>cont</c> on a running VM is accepted.</item>
 /// <item><c>quit</c> may close the connection before its reply arrives; <see cref="QuitAsync"/> accepts either.</item>
 /// </list>
 /// </remarks>
@@ -146,8 +148,10 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>Executes a QMP command and returns its <c>return</c> value. Safe to call concurrently.</summary>
     /// <param name="command">The command name (<c>query-status</c>).</param>
     /// <param name="arguments">
-    /// The <c>arguments</c> object: a <see cref="JsonElement"/> object, or anything <see cref="JsonSerializer"/> turns into a JSON object
-    /// (a dictionary for names with dashes, such as <c>command-line</c>); null for none.
+    /// The <c>arguments</c> object, null for none: a <see cref="JsonElement"/> or <see cref="System.Text.Json.Nodes.JsonObject"/>,
+    /// a dictionary (names with dashes, such as <c>command-line</c>, need one), or an object <see cref="JsonSerializer"/> turns into a
+    /// JSON object (an anonymous type). JSON types, dictionaries, lists and primitives are written without reflection, so they also
+    /// work under NativeAOT and in file-based apps, where reflection-based serialization is off.
     /// </param>
     /// <param name="ct">Cancels waiting for the reply (the command may still run in QEMU).</param>
     /// <exception cref="QmpErrorException">QEMU answered with an error; it carries the error class and description.</exception>
@@ -365,27 +369,21 @@ public sealed class QmpClient : IAsyncDisposable
     private static byte[] SerializeCommand(string command, object? arguments, long nextId, out long id)
     {
         id = nextId;
-        JsonElement? args = null;
-        if (arguments is not null)
-        {
-            JsonElement element = arguments is JsonElement e ? e : JsonSerializer.SerializeToElement(arguments, arguments.GetType());
-            if (element.ValueKind != JsonValueKind.Object)
-            {
-                throw new ArgumentException($"QMP arguments must serialize to a JSON object, not {element.ValueKind}.", nameof(arguments));
-            }
-
-            args = element;
-        }
-
         var buffer = new ArrayBufferWriter<byte>(128);
         using (var writer = new Utf8JsonWriter(buffer))
         {
             writer.WriteStartObject();
             writer.WriteString("execute", command);
-            if (args is { } a)
+            if (arguments is not null)
             {
                 writer.WritePropertyName("arguments");
-                a.WriteTo(writer);
+                long before = writer.BytesPending + writer.BytesCommitted;
+                WriteArguments(writer, arguments);
+                writer.Flush();
+                if (buffer.WrittenSpan[(int)before] != (byte)'{')
+                {
+                    throw new ArgumentException($"QMP arguments must be a JSON object, not {arguments.GetType().Name}.", nameof(arguments));
+                }
             }
 
             writer.WriteNumber("id", id);
@@ -394,6 +392,84 @@ public sealed class QmpClient : IAsyncDisposable
 
         buffer.Write("\n"u8);
         return buffer.WrittenSpan.ToArray();
+    }
+
+    // JSON values, JSON nodes, dictionaries, lists and primitives are written without reflection, so QMP calls also work
+    // where reflection-based serialization is off (NativeAOT, trimmed, file-based apps); other objects (anonymous types,
+    // records) fall back to JsonSerializer.
+    private static void WriteArguments(Utf8JsonWriter writer, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                writer.WriteNullValue();
+                break;
+            case JsonElement element:
+                element.WriteTo(writer);
+                break;
+            case JsonDocument document:
+                document.RootElement.WriteTo(writer);
+                break;
+            case System.Text.Json.Nodes.JsonNode node:
+                node.WriteTo(writer);
+                break;
+            case string text:
+                writer.WriteStringValue(text);
+                break;
+            case bool flag:
+                writer.WriteBooleanValue(flag);
+                break;
+            case int or long or short or sbyte:
+                writer.WriteNumberValue(Convert.ToInt64(value, System.Globalization.CultureInfo.InvariantCulture));
+                break;
+            case uint or ulong or ushort or byte:
+                writer.WriteNumberValue(Convert.ToUInt64(value, System.Globalization.CultureInfo.InvariantCulture));
+                break;
+            case double or float or decimal:
+                writer.WriteNumberValue(Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture));
+                break;
+            case System.Collections.IDictionary dictionary:
+                writer.WriteStartObject();
+                foreach (System.Collections.DictionaryEntry entry in dictionary)
+                {
+                    writer.WritePropertyName(entry.Key as string ?? throw new ArgumentException("QMP argument names must be strings.", nameof(value)));
+                    WriteArguments(writer, entry.Value);
+                }
+
+                writer.WriteEndObject();
+                break;
+            case IEnumerable<KeyValuePair<string, object?>> pairs:
+                writer.WriteStartObject();
+                foreach (KeyValuePair<string, object?> pair in pairs)
+                {
+                    writer.WritePropertyName(pair.Key);
+                    WriteArguments(writer, pair.Value);
+                }
+
+                writer.WriteEndObject();
+                break;
+            case IEnumerable<KeyValuePair<string, string>> stringPairs:
+                writer.WriteStartObject();
+                foreach (KeyValuePair<string, string> pair in stringPairs)
+                {
+                    writer.WriteString(pair.Key, pair.Value);
+                }
+
+                writer.WriteEndObject();
+                break;
+            case System.Collections.IEnumerable list:
+                writer.WriteStartArray();
+                foreach (object? item in list)
+                {
+                    WriteArguments(writer, item);
+                }
+
+                writer.WriteEndArray();
+                break;
+            default:
+                JsonSerializer.Serialize(writer, value, value.GetType());
+                break;
+        }
     }
 
     private async Task SendAsync(byte[] message, CancellationToken ct)
