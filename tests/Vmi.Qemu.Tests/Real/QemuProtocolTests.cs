@@ -186,7 +186,7 @@ public class QemuProtocolTests(QemuFixture fixture)
         try
         {
             await gdb.ResumeAsync();
-            watch = await gdb.WaitForStopAsync(Timeout);
+            watch = await gdb.TryWaitForStopAsync(TimeSpan.FromSeconds(10)) ?? throw new Xunit.Sdk.XunitException("DIAG " + await DiagAsync(gdb));
         }
         finally
         {
@@ -295,6 +295,13 @@ public class QemuProtocolTests(QemuFixture fixture)
         Assert.NotSame(gdb, again);
         Assert.Equal("paused", await fixture.Qmp.QueryStatusAsync());
         Assert.Equal(5, again.LastStop?.Signal);
+    }
+
+    private async Task<string> DiagAsync(GdbRemoteClient gdb)
+    {
+        string status = await fixture.Qmp.QueryStatusAsync();
+        GdbStopReply s = await gdb.InterruptAsync();
+        return $"status-before-interrupt={status} stop={s.Raw} status={await fixture.Qmp.QueryStatusAsync()} rip={await gdb.ReadRegisterAsync("rip"):x} cs={await gdb.ReadRegisterAsync("cs"):x} 410={Convert.ToHexString(await gdb.ReadMemoryAsync(0x410, 2))}\n{await fixture.Qmp.HumanMonitorCommandAsync("info registers")}";
     }
 
     private static string BiosPath()
