@@ -30,11 +30,15 @@ namespace Vmi.Qemu;
 /// A watchpoint stop names the watchpoint's start address, not the byte touched, and is only taken for accesses through
 /// the watched virtual address. QEMU never reports <c>hwbreak</c>/<c>swbreak</c>.</item>
 /// <item>A stop moves the stub's selected thread to the vCPU that stopped; this client re-selects (<c>Hg</c>) as needed.</item>
-/// <item>If the VM runs although the stub believes it stopped (QMP <c>cont</c> while attached), the next packet does not
-/// get its answer: the stub pauses the VM (QMP status <c>paused</c>) and sends a <c>T02</c> stop reply instead. The client
-/// notices and resends the operation once. QMP <c>stop</c> while the client has resumed the VM also produces <c>T02</c>.</item>
+/// <item>If the VM runs although the stub believes it stopped (QMP <c>cont</c> while attached), the next packet is neither
+/// acknowledged nor answered: its first byte pauses the VM (QMP status <c>paused</c>), the rest is dropped, and the stub
+/// sends a <c>T02</c> stop reply instead. The client takes a packet arriving in place of the ack as the answer, records the
+/// stop and repeats the operation once. QMP <c>stop</c> while the client has resumed the VM also produces <c>T02</c>.</item>
 /// <item>In multiprocess mode <c>D</c> without a process id is refused with <c>E22</c> (and a client that then closes the
-/// socket leaves the VM stopped in status <c>debug</c>); <c>D;1</c> detaches and the stub resumes the VM.</item>
+/// socket leaves the VM stopped in status <c>debug</c>); <c>D;1</c> detaches and the stub resumes the VM (status
+/// <c>running</c>).</item>
+/// <item>The target description lists <c>cs_base</c>..<c>es_base</c> inside an XML comment; they do not exist (see the
+/// numbering in <see cref="Registers"/>: rip 16, cs 18, fs_base 24, cr0 27, cr3 29, cr4 30, efer 32).</item>
 /// <item>Ctrl-C (0x03) while the VM is stopped is ignored: no reply.</item>
 /// </list>
 /// <para>The client is safe to call from several threads; packets are exchanged one at a time. While the target runs
@@ -243,7 +247,7 @@ public sealed class GdbRemoteClient : IAsyncDisposable
             {
                 if (register.BitSize <= 64 && !covered.Contains(register.Number))
                 {
-                    byte[]? value = await TryReadRegisterLockedAsync(register, token).ConfigureAwait(false);
+                    byte[]? value = await TryReadRegisterLockedAsync(register, throwOnError: false, token).ConfigureAwait(false);
                     if (value is not null)
                     {
                         values[register.Name] = ToUInt64(value);
@@ -769,9 +773,9 @@ public sealed class GdbRemoteClient : IAsyncDisposable
     }
 
     private async Task<byte[]> ReadRegisterLockedAsync(GdbRegisterInfo register, CancellationToken ct) =>
-        await TryReadRegisterLockedAsync(register, ct, throwOnError: true).ConfigureAwait(false) ?? throw new UnreachableException();
+        await TryReadRegisterLockedAsync(register, throwOnError: true, ct).ConfigureAwait(false) ?? throw new UnreachableException();
 
-    private async Task<byte[]?> TryReadRegisterLockedAsync(GdbRegisterInfo register, CancellationToken ct, bool throwOnError = false)
+    private async Task<byte[]?> TryReadRegisterLockedAsync(GdbRegisterInfo register, bool throwOnError, CancellationToken ct)
     {
         string reply = await ExchangeAsync(string.Create(CultureInfo.InvariantCulture, $"p{register.Number:x}"), ct).ConfigureAwait(false);
         string? problem = null;

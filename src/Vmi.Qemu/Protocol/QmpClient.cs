@@ -39,6 +39,10 @@ public sealed record QmpEvent(string Name, JsonElement Data, DateTimeOffset Time
 /// <c>stop</c>, a gdb attach or interrupt, or any gdb packet that reached the stub while the VM ran. A successful gdb
 /// detach resumes the VM (<c>running</c>); <c>cont</c> on a running VM is accepted.</item>
 /// <item><c>quit</c> may close the connection before its reply arrives; <see cref="QuitAsync"/> accepts either.</item>
+/// <item><c>system_reset</c> on the <c>pc</c> machine does not map 0xe0000-0xfffff back to the BIOS ROM (the i440FX PAM
+/// registers keep their value). SeaBIOS copes on its own reboot path by copying the ROM back, but a reset that lands while
+/// SeaBIOS is copying itself into that RAM leaves a reset vector that jumps into zeros and the VM never boots. After
+/// SeaBIOS ran, 0xffff0 reads its RAM copy; the ROM stays readable at 0xfffffff0.</item>
 /// </list>
 /// </remarks>
 public sealed class QmpClient : IAsyncDisposable

@@ -176,6 +176,7 @@ internal sealed class FakeGdbStub : IAsyncDisposable
         try
         {
             _client = await _listener.AcceptSocketAsync(_cts.Token);
+            _client.NoDelay = true; // acks and replies are tiny separate writes: Nagle would delay each by a round trip
             var buffer = new byte[65536];
             var packet = new List<byte>();
             int state = 0; // 0 idle, 1 payload, 2 checksum 1, 3 checksum 2

@@ -42,7 +42,16 @@ public sealed class QemuFixture : IAsyncLifetime
         return _gdb;
     }
 
-    /// <summary>Attached, stopped, and every vCPU back at the reset vector (QMP system_reset keeps a stopped VM stopped).</summary>
+    /// <summary>
+    /// Attached, stopped, every vCPU back at the reset vector (QMP system_reset keeps a stopped VM stopped, in status
+    /// <c>prelaunch</c>) and the firmware as at power-on.
+    /// </summary>
+    /// <remarks>
+    /// QEMU's system_reset does not map 0xe0000-0xfffff back to the ROM (SeaBIOS says so in its own reboot code, which copies
+    /// the ROM back before resetting). A test that stopped SeaBIOS while it was copying itself into that RAM would leave
+    /// the reset vector jumping into zeros. So after the reset the ROM's last 128 KiB (always readable at the top of 4 GiB)
+    /// is copied over 0xe0000-0xfffff through the gdb stub, which writes RAM whatever the PAM registers say.
+    /// </remarks>
     public async Task<GdbRemoteClient> ResetAsync()
     {
         GdbRemoteClient gdb = await GdbAsync();
@@ -58,6 +67,14 @@ public sealed class QemuFixture : IAsyncLifetime
         }
 
         await Qmp.ExecuteAsync("system_reset");
+        const int IsaBiosSize = 128 * 1024;
+        byte[] rom = await gdb.ReadMemoryAsync(0x1_0000_0000 - IsaBiosSize, IsaBiosSize);
+        byte[] low = await gdb.ReadMemoryAsync(0x100000 - IsaBiosSize, IsaBiosSize);
+        if (!rom.AsSpan().SequenceEqual(low))
+        {
+            await gdb.WriteMemoryAsync(0x100000 - IsaBiosSize, rom);
+        }
+
         return gdb;
     }
 
