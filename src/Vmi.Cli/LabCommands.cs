@@ -44,7 +44,7 @@ internal static class LabCommands
             {
                 LabDirectory = parse.GetValue(dir) ?? LabBuilder.DefaultLabDirectory(),
                 Flavour = parse.GetValue(flavour)!,
-                Modules = parse.GetValue(modules) ?? [],
+                Modules = parse.GetValue(modules) is { Length: > 0 } m ? m : LabBuildOptions.DefaultModules,
                 Force = parse.GetValue(force),
             }, ct).ConfigureAwait(false);
             return CommandRunner.ExitOk;

@@ -16,7 +16,10 @@ public sealed record LabBuildOptions
     public string Flavour { get; init; } = "amd64";
 
     /// <summary>Kernel modules (names as in modules.dep, '-' and '_' alike) copied into the initramfs with their dependencies.</summary>
-    public IReadOnlyList<string> Modules { get; init; } = [];
+    public IReadOnlyList<string> Modules { get; init; } = DefaultModules;
+
+    /// <summary>Small modules the lab loads at boot (scenario "modules") so module introspection has something to find.</summary>
+    public static IReadOnlyList<string> DefaultModules { get; } = ["dummy", "crc7", "isofs"];
 
     /// <summary>Rebuild even when the manifest says the artifacts are current.</summary>
     public bool Force { get; init; }
@@ -58,7 +61,7 @@ public sealed class LabBuilder
     internal const string ManifestName = "manifest.json";
     private const string GuestResourcePrefix = "Vmi.Lab.Guest.";
     /// <summary>Bump when the way the initramfs is assembled changes, so cached builds are redone.</summary>
-    private const int LayoutVersion = 2;
+    private const int LayoutVersion = 3;
 
     private readonly TextWriter _log;
 
@@ -151,6 +154,11 @@ public sealed class LabBuilder
         }
 
         string modulesDir = Path.Combine(rootfs, "lib", "modules", kernelVersion);
+        if (options.Modules.Count > 0 && !File.Exists(Path.Combine(modulesDir, "modules.dep")))
+        {
+            // Debian ships no modules.dep (depmod runs at install time): derive one from each module's .modinfo.
+            await File.WriteAllTextAsync(Path.Combine(modulesDir, "modules.dep"), BuildModulesDep(modulesDir), cancellationToken).ConfigureAwait(false);
+        }
         var modules = ResolveModules(modulesDir, options.Modules);
 
         string initrd = Path.Combine(outDir, "initrd.img");
@@ -269,6 +277,42 @@ public sealed class LabBuilder
             Add(p, 0);
         }
         return result;
+    }
+
+    /// <summary>A modules.dep for an unpacked module tree, from the "depends=" string in each module's .modinfo.</summary>
+    internal static string BuildModulesDep(string modulesDir)
+    {
+        var paths = Directory.EnumerateFiles(modulesDir, "*.ko*", SearchOption.AllDirectories)
+            .Select(f => Path.GetRelativePath(modulesDir, f).Replace('\\', '/'))
+            .Where(f => f.EndsWith(".ko", StringComparison.Ordinal))
+            .OrderBy(f => f, StringComparer.Ordinal).ToList();
+        var byName = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string p in paths)
+            byName.TryAdd(ModuleName(p), p);
+        var sb = new StringBuilder();
+        byte[] key = Encoding.ASCII.GetBytes("\0depends=");
+        foreach (string p in paths)
+        {
+            byte[] bytes = File.ReadAllBytes(Path.Combine(modulesDir, p));
+            int at = bytes.AsSpan().IndexOf(key);
+            var deps = new List<string>();
+            if (at >= 0)
+            {
+                int start = at + key.Length;
+                int end = bytes.AsSpan(start).IndexOf((byte)0);
+                string list = Encoding.ASCII.GetString(bytes, start, end < 0 ? 0 : end);
+                foreach (string d in list.Split(',', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    if (byName.TryGetValue(d.Replace('-', '_'), out string? dp))
+                        deps.Add(dp);
+                }
+            }
+            sb.Append(p).Append(':');
+            foreach (string d in deps)
+                sb.Append(' ').Append(d);
+            sb.Append('\n');
+        }
+        return sb.ToString();
     }
 
     private static string ModuleName(string path)

@@ -28,6 +28,12 @@ public sealed class LiveGuestTests(LabFixture lab, ITestOutputHelper output)
         Assert.DoesNotContain("nokaslr", lab.Truth.CommandLine, StringComparison.Ordinal);
         Assert.Contains(lab.Truth.Processes, p => p.Pid == 1);
         Assert.Contains(lab.Truth.Processes, p => p.Pid == lab.MarkerPid && p.Comm == "vmi-marker");
+        Assert.True(lab.Truth.Processes.Count > 250, $"only {lab.Truth.Processes.Count} processes");
+        Assert.Contains(lab.Truth.Processes, p => p.Comm == "name with space" && p.Cmdline.Contains("ärgümënt ✓"));
+        Assert.Contains(lab.Truth.Processes, p => p.Comm == "exactly15chars_");
+        Assert.Contains(lab.Truth.Processes, p => p.Comm == "a_much_longer_n");
+        foreach (string m in new[] { "dummy ", "crc7 ", "isofs ", "cdrom " })
+            Assert.Contains(lab.Truth.Modules, l => l.StartsWith(m, StringComparison.Ordinal));
         ulong text = Symbol("_text");
         output.WriteLine($"_text 0x{text:x}, KASLR slide 0x{text - UnslidKernelBase:x}");
     }
