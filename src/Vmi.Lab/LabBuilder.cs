@@ -88,6 +88,38 @@ public sealed class LabBuilder
     /// <exception cref="LabException">A tool or package is missing; the message says how to install it.</exception>
     public async Task<LabArtifacts> BuildAsync(LabBuildOptions options, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        Directory.CreateDirectory(options.LabDirectory);
+        // One build at a time per lab folder (tests and CLI may build concurrently); the lock file
+        // is released by the kernel if the holder dies.
+        await using FileStream lockFile = await AcquireLockAsync(Path.Combine(options.LabDirectory, ".build.lock"), cancellationToken).ConfigureAwait(false);
+        return await BuildLockedAsync(options, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<FileStream> AcquireLockAsync(string path, CancellationToken ct)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(15);
+        bool told = false;
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (DateTime.UtcNow < deadline)
+            {
+                if (!told)
+                {
+                    _log.WriteLine($"waiting for another lab build to finish ({path})");
+                    told = true;
+                }
+                await Task.Delay(500, ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task<LabArtifacts> BuildLockedAsync(LabBuildOptions options, CancellationToken cancellationToken)
+    {
         string aptGet = ExternalTool.Require("apt-get", "apt");
         string aptCache = ExternalTool.Require("apt-cache", "apt");
         string dpkgDeb = ExternalTool.Require("dpkg-deb", "dpkg");

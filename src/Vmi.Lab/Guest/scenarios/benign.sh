@@ -1,3 +1,4 @@
-# Benign background workload: a few long-lived, mostly idle processes with ordinary names.
-(while true; do sleep 30; done) &
+# Benign background workload: long-lived, idle processes with ordinary names (stable pids, so the
+# process list can be compared with introspection at any time).
+(while true; do sleep 100000; done) &
 sleep 100000 &

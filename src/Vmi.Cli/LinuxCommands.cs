@@ -1,0 +1,227 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Vmi.Linux;
+using Vmi.Linux.Model;
+using Vmi.Targets;
+
+namespace Vmi.Cli;
+
+/// <summary>`vmi ps`, `vmi pstree`, `vmi lsmod`, `vmi profile`: the Linux guest model on any --target.</summary>
+internal static class LinuxCommands
+{
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = false };
+
+    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Profile()];
+
+    private sealed record Common(Option<string> Target, Option<int> Vcpu, Option<string> SystemMap, Option<bool> JsonOut);
+
+    private static Common AddCommon(Command cmd)
+    {
+        var c = new Common(
+            new Option<string>("--target") { Description = "What to introspect: " + TargetSpec.Syntax, Required = true },
+            new Option<int>("--vcpu") { Description = "vCPU whose paging context is used to reach the kernel." },
+            new Option<string>("--system-map") { Description = "Use this System.map instead of kallsyms from guest memory (the KASLR slide is applied)." },
+            new Option<bool>("--json") { Description = "Print JSON." });
+        cmd.Options.Add(c.Target);
+        cmd.Options.Add(c.Vcpu);
+        cmd.Options.Add(c.SystemMap);
+        cmd.Options.Add(c.JsonOut);
+        return c;
+    }
+
+    private static async Task<(ITarget Target, LinuxProfile Profile, LinuxKernel Kernel)> OpenAsync(ParseResult parse, Common c, CancellationToken ct)
+    {
+        ITarget target = await TargetFactory.OpenAsync(parse.GetValue(c.Target)!, ct).ConfigureAwait(false);
+        try
+        {
+            VcpuRegisters regs = await target.GetRegistersAsync(parse.GetValue(c.Vcpu), ct).ConfigureAwait(false);
+            LinuxProfile profile = LinuxProfile.Bootstrap(target.Memory, regs.Paging, parse.GetValue(c.SystemMap));
+            return (target, profile, profile.CreateKernel(target.Memory, regs.Paging));
+        }
+        catch
+        {
+            await target.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static int ReportIssues(IReadOnlyList<KernelWalkIssue> issues)
+    {
+        foreach (var i in issues)
+            Console.Error.WriteLine("vmi: warning: " + i);
+        return issues.Count == 0 ? CommandRunner.ExitOk : CommandRunner.ExitPartial;
+    }
+
+    private static Command Ps()
+    {
+        var cmd = new Command("ps", "List the guest's processes from its kernel's task list.");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var list = kernel.GetProcesses();
+                var procs = list.Items.OrderBy(p => p.Pid).ToList();
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(procs.Select(ToJson), Json));
+                }
+                else
+                {
+                    var sb = new StringBuilder();
+                    sb.Append(CultureInfo.InvariantCulture, $"{"PID",7} {"PPID",7} {"UID",6} {"STATE",6} {"COMM",-16} CMDLINE\n");
+                    foreach (var p in procs)
+                        sb.Append(CultureInfo.InvariantCulture, $"{p.Pid,7} {p.Ppid,7} {p.Uid,6} {p.State,6} {p.Comm,-16} {(p.IsKernelThread ? $"[{p.Comm}]" : string.Join(' ', p.Cmdline))}\n");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
+
+    private static object ToJson(LinuxProcess p) => new
+    {
+        pid = p.Pid, ppid = p.Ppid, uid = p.Uid, gid = p.Gid, euid = p.Euid, comm = p.Comm, state = p.State,
+        startTimeNs = p.StartTimeNs, kernelThread = p.IsKernelThread, cmdline = p.Cmdline, cmdlineError = p.CmdlineError,
+        task = "0x" + p.TaskAddress.ToString("x", CultureInfo.InvariantCulture),
+    };
+
+    private static Command PsTree()
+    {
+        var cmd = new Command("pstree", "Show the guest's processes as a tree.");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var list = kernel.GetProcesses();
+                var byParent = list.Items.GroupBy(p => p.Ppid).ToDictionary(g => g.Key, g => g.OrderBy(p => p.Pid).ToList());
+                var pids = list.Items.Select(p => p.Pid).ToHashSet();
+                var sb = new StringBuilder();
+                var printed = new HashSet<int>();
+                void Print(LinuxProcess p, string indent)
+                {
+                    if (!printed.Add(p.Pid))
+                        return; // a parent loop in corrupt memory: print each process once
+                    sb.Append(indent).Append(CultureInfo.InvariantCulture, $"{p.Comm}({p.Pid})").Append('\n');
+                    foreach (var child in byParent.GetValueOrDefault(p.Pid, []))
+                        Print(child, indent + "  ");
+                }
+                if (parse.GetValue(c.JsonOut))
+                {
+                    object Node(LinuxProcess p) => printed.Add(p.Pid)
+                        ? new { pid = p.Pid, comm = p.Comm, children = byParent.GetValueOrDefault(p.Pid, []).Select(Node).ToArray() }
+                        : new { pid = p.Pid, comm = p.Comm, children = Array.Empty<object>() };
+                    var roots = list.Items.Where(p => !pids.Contains(p.Ppid) || p.Ppid == p.Pid).OrderBy(p => p.Pid).Select(Node).ToArray();
+                    Console.Out.WriteLine(JsonSerializer.Serialize(roots, Json));
+                }
+                else
+                {
+                    foreach (var root in list.Items.Where(p => !pids.Contains(p.Ppid) || p.Ppid == p.Pid).OrderBy(p => p.Pid))
+                        Print(root, "");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Lsmod()
+    {
+        var cmd = new Command("lsmod", "List the guest's loaded kernel modules from its module list.");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var list = kernel.GetModules();
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(m => new
+                    {
+                        name = m.Name, size = m.Size, refCount = m.RefCount, state = m.State,
+                        address = "0x" + m.CoreBase.ToString("x", CultureInfo.InvariantCulture),
+                        module = "0x" + m.ModuleAddress.ToString("x", CultureInfo.InvariantCulture),
+                    }), Json));
+                }
+                else
+                {
+                    var sb = new StringBuilder();
+                    sb.Append(CultureInfo.InvariantCulture, $"{"Module",-24} {"Size",8} {"Used",5} {"State",-10} Address\n");
+                    foreach (var m in list.Items)
+                        sb.Append(CultureInfo.InvariantCulture, $"{m.Name,-24} {m.Size,8} {m.RefCount,5} {m.State,-10} 0x{m.CoreBase:x16}\n");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Profile()
+    {
+        var cmd = new Command("profile", "Derive and print the guest kernel's profile: location, KASLR slide, symbols, BTF.");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, p, _) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var doc = new Dictionary<string, object>
+                {
+                    ["banner"] = p.Banner,
+                    ["kernelVirtualBase"] = "0x" + p.Location.VirtualBase.ToString("x", CultureInfo.InvariantCulture),
+                    ["kernelPhysicalBase"] = "0x" + p.Location.PhysicalBase.ToString("x", CultureInfo.InvariantCulture),
+                    ["kaslrSlide"] = "0x" + p.Location.Slide.ToString("x", CultureInfo.InvariantCulture),
+                    ["symbolSource"] = p.SymbolSource,
+                    ["symbols"] = p.Symbols.Count,
+                    ["btfAddress"] = "0x" + p.BtfAddress.ToString("x", CultureInfo.InvariantCulture),
+                    ["btfBytes"] = p.BtfSize,
+                    ["btfTypes"] = p.Types.TypeCount,
+                    ["bootstrapMs"] = Math.Round(p.BootstrapTime.TotalMilliseconds, 1),
+                    ["offsets"] = new Dictionary<string, int>
+                    {
+                        ["task_struct.tasks"] = p.Types.OffsetOf("task_struct", "tasks"),
+                        ["task_struct.pid"] = p.Types.OffsetOf("task_struct", "pid"),
+                        ["task_struct.comm"] = p.Types.OffsetOf("task_struct", "comm"),
+                        ["task_struct.real_cred"] = p.Types.OffsetOf("task_struct", "real_cred"),
+                        ["task_struct.mm"] = p.Types.OffsetOf("task_struct", "mm"),
+                        ["mm_struct.pgd"] = p.Types.OffsetOf("mm_struct", "pgd"),
+                        ["cred.uid"] = p.Types.OffsetOf("cred", "uid"),
+                        ["module.list"] = p.Types.OffsetOf("module", "list"),
+                        ["sizeof(task_struct)"] = p.Types.SizeOf("task_struct"),
+                    },
+                };
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(doc, Json));
+                }
+                else
+                {
+                    foreach (var (k, v) in doc)
+                    {
+                        if (v is Dictionary<string, int> d)
+                        {
+                            Console.Out.WriteLine($"{k}:");
+                            foreach (var (n, o) in d)
+                                Console.Out.WriteLine($"  {n,-24} {o}");
+                        }
+                        else
+                        {
+                            Console.Out.WriteLine($"{k,-20} {v}");
+                        }
+                    }
+                }
+                return CommandRunner.ExitOk;
+            }
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,87 @@
+using System.Diagnostics;
+using Vmi.Core;
+using Vmi.Linux.Btf;
+using Vmi.Linux.Model;
+using Vmi.Linux.Symbols;
+using Vmi.Memory;
+
+namespace Vmi.Linux;
+
+/// <summary>
+/// Everything Vmi needs to understand a Linux guest, derived from the guest itself: where the kernel
+/// is (KASLR slide), its symbols (kallsyms in guest memory, or a System.map when given) and its struct
+/// layouts (the kernel's own BTF, between __start_BTF and __stop_BTF). No debug package needed.
+/// </summary>
+public sealed class LinuxProfile
+{
+    /// <summary>Upper bound for the BTF blob read from guest memory (vmlinux BTF is ~5 MiB).</summary>
+    public const int MaxBtfBytes = 64 << 20;
+
+    private LinuxProfile(KernelLocation location, ISymbolTable symbols, BtfTypes types, ulong btfAddress, int btfSize, string banner, TimeSpan elapsed, string symbolSource)
+    {
+        Location = location;
+        Symbols = symbols;
+        Types = types;
+        BtfAddress = btfAddress;
+        BtfSize = btfSize;
+        Banner = banner;
+        BootstrapTime = elapsed;
+        SymbolSource = symbolSource;
+    }
+
+    public KernelLocation Location { get; }
+    public ISymbolTable Symbols { get; }
+    public BtfTypes Types { get; }
+    public ulong BtfAddress { get; }
+    public int BtfSize { get; }
+    /// <summary>linux_banner, as the guest's /proc/version prints it.</summary>
+    public string Banner { get; }
+    public TimeSpan BootstrapTime { get; }
+    public string SymbolSource { get; }
+
+    /// <summary>Derives the profile from a live guest or dump, given the paging context of any vCPU.</summary>
+    /// <param name="memory">Guest physical memory.</param>
+    /// <param name="paging">Paging context of a vCPU (any process's CR3 maps the kernel).</param>
+    /// <param name="systemMap">Optional System.map (unslid); the slide found in memory is applied.</param>
+    /// <exception cref="GuestMemoryException">The kernel, its symbols or its BTF cannot be found; the message says which.</exception>
+    public static LinuxProfile Bootstrap(IPhysicalMemory memory, PagingContext paging, string? systemMap = null)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        var sw = Stopwatch.StartNew();
+        KernelLocation location = KernelLocator.Locate(memory, paging);
+        ISymbolTable symbols;
+        string source;
+        if (systemMap is not null)
+        {
+            symbols = SystemMap.Load(systemMap).WithSlide(location.Slide);
+            source = "System.map " + systemMap;
+        }
+        else
+        {
+            symbols = KallsymsReader.Read(memory, paging, location);
+            source = "kallsyms in guest memory";
+        }
+        var kernel = new VirtualMemory(memory, paging);
+        if (!symbols.TryGetAddress("__start_BTF", out ulong start) || !symbols.TryGetAddress("__stop_BTF", out ulong stop))
+            throw new GuestMemoryException("the kernel has no __start_BTF/__stop_BTF symbols: it was built without CONFIG_DEBUG_INFO_BTF, which Vmi needs for struct layouts.");
+        if (stop <= start || stop - start > MaxBtfBytes)
+            throw new GuestMemoryException(FormattableString.Invariant($"BTF bounds 0x{start:x}..0x{stop:x} are implausible."));
+        var blob = new byte[stop - start];
+        VirtualReadResult r = kernel.Read(start, blob);
+        if (!r.IsComplete)
+            throw new GuestMemoryException(FormattableString.Invariant($"the kernel's BTF at 0x{start:x} is unreadable at 0x{r.FailedAddress:x} ({r.Status})."));
+        BtfTypes types = BtfTypes.Parse(blob);
+        string banner = "";
+        if (symbols.TryGetAddress("linux_banner", out ulong bannerAddress))
+        {
+            var b = new byte[512];
+            int n = kernel.Read(bannerAddress, b).BytesRead;
+            int nul = Array.IndexOf(b, (byte)0, 0, n);
+            banner = System.Text.Encoding.UTF8.GetString(b, 0, nul < 0 ? n : nul).TrimEnd('\n');
+        }
+        return new LinuxProfile(location, symbols, types, start, blob.Length, banner, sw.Elapsed, source);
+    }
+
+    /// <summary>The kernel model over this profile.</summary>
+    public LinuxKernel CreateKernel(IPhysicalMemory memory, PagingContext paging) => new(memory, paging, Symbols, Types);
+}

@@ -1,0 +1,28 @@
+namespace Vmi.Linux.Model;
+
+/// <summary>A process (thread-group leader) as read from the guest kernel's task list.</summary>
+public sealed record LinuxProcess
+{
+    public required ulong TaskAddress { get; init; }
+    public required int Pid { get; init; }
+    public required int Tgid { get; init; }
+    public required int Ppid { get; init; }
+    public required string Comm { get; init; }
+    public required uint State { get; init; }
+    public required uint Uid { get; init; }
+    public required uint Gid { get; init; }
+    public required uint Euid { get; init; }
+    /// <summary>Monotonic start time in ns since boot (task_struct.start_time).</summary>
+    public required ulong StartTimeNs { get; init; }
+    /// <summary>mm_struct address; 0 for kernel threads.</summary>
+    public required ulong MmAddress { get; init; }
+    /// <summary>Physical address of the process's top-level page table; 0 for kernel threads.</summary>
+    public required ulong PageTablePhysical { get; init; }
+    public required IReadOnlyList<string> Cmdline { get; init; }
+    /// <summary>Why the command line could not be read completely, when it could not.</summary>
+    public string? CmdlineError { get; init; }
+    public bool IsKernelThread => MmAddress == 0;
+}
+
+/// <summary>A loaded kernel module as read from the guest kernel's module list.</summary>
+public sealed record LinuxModule(ulong ModuleAddress, string Name, ulong Size, int RefCount, string State, ulong CoreBase);

@@ -1,0 +1,108 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Vmi.Lab;
+using Vmi.Linux;
+using Vmi.Linux.Model;
+using Vmi.Targets;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Vmi.Integration.Tests;
+
+/// <summary>
+/// The Linux model against the live lab guest (KASLR on, a few hundred processes with awkward names,
+/// modules loaded), compared with the guest's own /proc view printed on its console.
+/// </summary>
+[Collection(LabCollection.Name)]
+public sealed class LinuxModelTests(LabFixture lab, ITestOutputHelper output)
+{
+    private async Task<(LinuxProfile Profile, LinuxKernel Kernel)> BootstrapAsync()
+    {
+        await using var target = await QemuTarget.FromVmAsync(lab.Guest.Vm);
+        VcpuRegisters regs = await target.GetRegistersAsync(0);
+        var sw = Stopwatch.StartNew();
+        LinuxProfile profile = LinuxProfile.Bootstrap(lab.Guest.Vm.Memory, regs.Paging);
+        output.WriteLine($"profile bootstrap {sw.ElapsedMilliseconds} ms: {profile.Symbols.Count} symbols, {profile.Types.TypeCount} BTF types, slide 0x{profile.Location.Slide:x}");
+        return (profile, profile.CreateKernel(lab.Guest.Vm.Memory, regs.Paging));
+    }
+
+    [Fact]
+    public async Task Profile_comes_from_the_guest_alone()
+    {
+        var (profile, _) = await BootstrapAsync();
+        Assert.Equal(lab.Truth.Symbols["_text"], profile.Location.VirtualBase);
+        Assert.Equal(lab.Truth.Version, profile.Banner);
+        foreach (var (name, address) in lab.Truth.Symbols)
+        {
+            Assert.True(profile.Symbols.TryGetAddress(name, out ulong mine), $"{name} missing");
+            Assert.Equal(address, mine);
+        }
+    }
+
+    [Fact]
+    public async Task Process_list_equals_the_guests_proc()
+    {
+        var (_, kernel) = await BootstrapAsync();
+        // The guest keeps running: its truth was taken after the crowd started and nothing in the
+        // lab forks later, except the console's own short-lived helpers — compare the steady set.
+        var sw = Stopwatch.StartNew();
+        KernelList<LinuxProcess> list = kernel.GetProcesses();
+        output.WriteLine($"ps: {list.Items.Count} processes in {sw.ElapsedMilliseconds} ms");
+        Assert.True(list.IsComplete, string.Join("\n", list.Issues));
+        var mine = list.Items.ToDictionary(p => p.Pid);
+        var truth = lab.Truth.Processes.Where(p => p.Comm is not ("sh" or "sed" or "xxd" or "tr" or "cat" or "grep")).ToList();
+        Assert.True(truth.Count > 250);
+        foreach (GuestProcess t in truth)
+        {
+            Assert.True(mine.TryGetValue(t.Pid, out LinuxProcess? p), $"pid {t.Pid} ({t.Comm}) not found by introspection");
+            Assert.Equal((t.Pid, t.Ppid, t.Uid, t.Comm), (p!.Pid, p.Ppid, (int)p.Uid, p.Comm));
+            Assert.Equal(t.Cmdline, p.Cmdline);
+        }
+        var truthPids = lab.Truth.Processes.Select(p => p.Pid).ToHashSet();
+        foreach (LinuxProcess p in list.Items.Where(p => p.Comm is not ("sh" or "sed" or "xxd" or "tr" or "cat" or "grep")))
+            Assert.True(truthPids.Contains(p.Pid), $"introspection found pid {p.Pid} ({p.Comm}) that the guest did not list");
+        Assert.Contains(list.Items, p => p.Comm.StartsWith("ünïcødé-pr", StringComparison.Ordinal) && p.Cmdline.SequenceEqual(new[] { "/tmp/crowd/ünïcødé-prøc", "first arg", "ärgümënt ✓", "", "last" }));
+    }
+
+    [Fact]
+    public async Task Module_list_equals_proc_modules()
+    {
+        var (_, kernel) = await BootstrapAsync();
+        KernelList<LinuxModule> list = kernel.GetModules();
+        Assert.True(list.IsComplete, string.Join("\n", list.Issues));
+        // /proc/modules: "name size refcount deps state address"
+        var truth = lab.Truth.Modules.Select(l => l.Split(' ')).ToList();
+        Assert.Equal(truth.Count, list.Items.Count);
+        foreach (string[] f in truth)
+        {
+            LinuxModule m = Assert.Single(list.Items, m => m.Name == f[0]);
+            Assert.Equal(ulong.Parse(f[1], CultureInfo.InvariantCulture), m.Size);
+            Assert.Equal(int.Parse(f[2], CultureInfo.InvariantCulture), m.RefCount);
+            Assert.Equal(f[4], m.State);
+            Assert.Equal(ulong.Parse(f[5].AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture), m.CoreBase);
+        }
+    }
+
+    [Fact]
+    public async Task Cli_ps_json_has_the_documented_shape()
+    {
+        var r = await VmiCli.RunAsync("ps", "--target", lab.Guest.Vm.TargetSpec, "--json");
+        Assert.True(r.ExitCode == 0, r.StandardError);
+        using var doc = JsonDocument.Parse(r.StandardOutput);
+        var init = doc.RootElement.EnumerateArray().Single(e => e.GetProperty("pid").GetInt32() == 1);
+        Assert.Equal(0, init.GetProperty("ppid").GetInt32());
+        Assert.Equal(0, init.GetProperty("uid").GetInt32());
+        Assert.Equal("init", init.GetProperty("comm").GetString());
+        Assert.Equal(JsonValueKind.Array, init.GetProperty("cmdline").ValueKind);
+        Assert.Equal("/init", init.GetProperty("cmdline")[0].GetString());
+
+        var mods = await VmiCli.RunAsync("lsmod", "--target", lab.Guest.Vm.TargetSpec);
+        Assert.True(mods.ExitCode == 0, mods.StandardError);
+        Assert.Contains("isofs", mods.StandardOutput, StringComparison.Ordinal);
+        var tree = await VmiCli.RunAsync("pstree", "--target", lab.Guest.Vm.TargetSpec);
+        Assert.True(tree.ExitCode == 0, tree.StandardError);
+        Assert.StartsWith("init(1)", tree.StandardOutput.Split('\n').First(l => l.StartsWith("init", StringComparison.Ordinal)), StringComparison.Ordinal);
+        output.WriteLine(string.Join('\n', tree.StandardOutput.Split('\n').Take(12)));
+    }
+}
