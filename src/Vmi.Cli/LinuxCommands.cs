@@ -13,7 +13,7 @@ internal static class LinuxCommands
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = false };
 
-    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Profile()];
+    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Syscalls(), Idt(), Profile()];
 
     private sealed record Common(Option<string> Target, Option<int> Vcpu, Option<string> SystemMap, Option<bool> JsonOut);
 
@@ -157,6 +157,72 @@ internal static class LinuxCommands
                     sb.Append(CultureInfo.InvariantCulture, $"{"Module",-24} {"Size",8} {"Used",5} {"State",-10} Address\n");
                     foreach (var m in list.Items)
                         sb.Append(CultureInfo.InvariantCulture, $"{m.Name,-24} {m.Size,8} {m.RefCount,5} {m.State,-10} 0x{m.CoreBase:x16}\n");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
+
+    private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
+
+    private static string Where(string? symbol, ulong offset, bool inText) =>
+        (symbol is null ? "?" : offset == 0 ? symbol : FormattableString.Invariant($"{symbol}+0x{offset:x}")) + (inText ? "" : "  [outside kernel text]");
+
+    private static Command Syscalls()
+    {
+        var cmd = new Command("syscalls", "Print the guest's system call table with the symbol each entry points into.");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var list = kernel.GetSyscallTable();
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(e => new
+                    {
+                        nr = e.Number, handler = Hex(e.Handler), symbol = e.Symbol, offset = e.SymbolOffset, inKernelText = e.InKernelText,
+                    }), Json));
+                }
+                else
+                {
+                    var sb = new StringBuilder();
+                    foreach (var e in list.Items)
+                        sb.Append(CultureInfo.InvariantCulture, $"{e.Number,4}  {Hex(e.Handler),-18}  {Where(e.Symbol, e.SymbolOffset, e.InKernelText)}\n");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Idt()
+    {
+        var cmd = new Command("idt", "Print the guest's interrupt descriptor table (idt_table) with handler symbols.");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var list = kernel.GetIdt();
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(e => new
+                    {
+                        vector = e.Vector, present = e.Present, handler = Hex(e.Handler), selector = e.Selector, type = e.GateType, dpl = e.Dpl, ist = e.Ist,
+                        symbol = e.Symbol, offset = e.SymbolOffset, inKernelText = e.InKernelText,
+                    }), Json));
+                }
+                else
+                {
+                    var sb = new StringBuilder();
+                    foreach (var e in list.Items.Where(e => e.Present))
+                        sb.Append(CultureInfo.InvariantCulture, $"{e.Vector,3}  {Hex(e.Handler),-18}  sel {e.Selector:x2} type {e.GateType:x} dpl {e.Dpl} ist {e.Ist}  {Where(e.Symbol, e.SymbolOffset, e.InKernelText)}\n");
                     Console.Out.Write(sb.ToString());
                 }
                 return ReportIssues(list.Issues);

@@ -105,4 +105,23 @@ public sealed class LinuxModelTests(LabFixture lab, ITestOutputHelper output)
         Assert.StartsWith("init(1)", tree.StandardOutput.Split('\n').First(l => l.StartsWith("init", StringComparison.Ordinal)), StringComparison.Ordinal);
         output.WriteLine(string.Join('\n', tree.StandardOutput.Split('\n').Take(12)));
     }
+
+    [Fact]
+    public async Task Syscall_table_and_idt_point_into_kernel_text()
+    {
+        var (_, kernel) = await BootstrapAsync();
+        var syscalls = kernel.GetSyscallTable();
+        Assert.True(syscalls.IsComplete, string.Join("\n", syscalls.Issues));
+        Assert.InRange(syscalls.Items.Count, 400, 600);
+        Assert.All(syscalls.Items, e => Assert.True(e.InKernelText, $"syscall {e.Number} -> {e.Symbol}"));
+        Assert.Equal("__x64_sys_read", syscalls.Items[0].Symbol);
+        Assert.Equal("__x64_sys_write", syscalls.Items[1].Symbol);
+        Assert.Equal("__x64_sys_execve", syscalls.Items[59].Symbol);
+
+        var idt = kernel.GetIdt();
+        Assert.Equal(256, idt.Items.Count);
+        Assert.Equal("asm_exc_divide_error", idt.Items[0].Symbol);
+        Assert.Equal("asm_exc_page_fault", idt.Items[14].Symbol);
+        Assert.All(idt.Items.Where(e => e.Present), e => Assert.True(e.InKernelText, $"vector {e.Vector} -> {e.Symbol}"));
+    }
 }

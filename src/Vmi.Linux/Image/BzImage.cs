@@ -234,8 +234,8 @@ public static class BzImage
     /// <summary>Parses a gzip member header (RFC 1952) and returns where the raw deflate data starts.</summary>
     private static int GzipDataStart(ReadOnlySpan<byte> p)
     {
-        // We inflate the raw deflate stream ourselves: DeflateStream stops at the end of the stream, so padding
-        // after the member is ignored.
+        // We inflate the raw deflate stream ourselves so that only the first member is read, and check ISIZE
+        // (payload_length is exact for gzip: the kernel build appends nothing after the gzip trailer).
         if (p.Length < 18 || p[2] != 8)
             throw new KernelImageException("bzImage: the gzip payload header is truncated or not deflate");
         byte flags = p[3];

@@ -8,7 +8,7 @@ namespace Vmi.Linux.Model;
 /// The guest Linux kernel seen from outside: every structure offset comes from the kernel's own BTF
 /// and every address from its own kallsyms, so nothing here is specific to one kernel build.
 /// </summary>
-public sealed class LinuxKernel
+public sealed partial class LinuxKernel
 {
     /// <summary>Upper bound of tasks walked (pid_max's default ceiling is 4M; real systems stay far below).</summary>
     public const int MaxTasks = 1 << 20;

@@ -31,7 +31,7 @@ public sealed class KallsymsReaderTests
     public void Synthetic_tables_decode_exactly(int count, bool absolutePercpu)
     {
         KallsymsBuilder b = count == 1
-            ? new KallsymsBuilder { AbsolutePercpu = absolutePercpu }.Build([new KernelSymbol("_text", Text, 'T')], Text)
+            ? new KallsymsBuilder { AbsolutePercpu = absolutePercpu }.Build([new KernelSymbol("_text_0123456789", Text, 'T')], Text) // the signature needs every digit used
             : Built(count, absolutePercpu);
         KallsymsTable table = KallsymsReader.Read(b.Image, Text);
         AssertSame(b.Symbols, table);
@@ -45,7 +45,9 @@ public sealed class KallsymsReaderTests
         Assert.Equal(Text, l.RelativeBase);
         Assert.Equal(4, l.MarkerWidth);
         Assert.Equal(absolutePercpu ? KallsymsAddressMode.AbsolutePercpu : KallsymsAddressMode.Relative, l.AddressMode);
-        Assert.True(table.TryGetAddress("_text", out ulong text));
+        Assert.True(table.TryGetAddress(b.Symbols[^1].Name, out ulong last));
+        Assert.Equal(b.Symbols[^1].Address, last);
+        Assert.True(table.TryGetAddress(count == 1 ? "_text_0123456789" : "_text", out ulong text));
         Assert.Equal(Text, text);
     }
 
