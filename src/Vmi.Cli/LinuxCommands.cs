@@ -13,7 +13,7 @@ internal static class LinuxCommands
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = false };
 
-    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Syscalls(), Idt(), Profile()];
+    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Maps(), Syscalls(), Idt(), Profile()];
 
     private sealed record Common(Option<string> Target, Option<int> Vcpu, Option<string> SystemMap, Option<bool> JsonOut);
 
@@ -169,6 +169,43 @@ internal static class LinuxCommands
 
     private static string Where(string? symbol, ulong offset, bool inText) =>
         (symbol is null ? "?" : offset == 0 ? symbol : FormattableString.Invariant($"{symbol}+0x{offset:x}")) + (inText ? "" : "  [outside kernel text]");
+
+    private static Command Maps()
+    {
+        var cmd = new Command("maps", "Print a process's memory mappings from its kernel maple tree (like /proc/PID/maps).");
+        var c = AddCommon(cmd);
+        var pid = new Option<int>("--pid") { Description = "Process id.", Required = true };
+        cmd.Options.Add(pid);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var procs = kernel.GetProcesses();
+                int want = parse.GetValue(pid);
+                LinuxProcess p = procs.Items.FirstOrDefault(x => x.Pid == want)
+                    ?? throw new Vmi.Core.GuestMemoryException($"no process {want} in the guest's task list ({procs.Items.Count} processes).");
+                var list = kernel.GetMappings(p);
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(v => new
+                    {
+                        start = Hex(v.Start), end = Hex(v.End), perms = v.Permissions, offset = Hex(v.File == 0 ? 0 : v.PageOffset << 12),
+                        flags = Hex(v.Flags), path = v.Path, vma = Hex(v.Address),
+                    }), Json));
+                }
+                else
+                {
+                    var sb = new StringBuilder();
+                    foreach (var v in list.Items)
+                        sb.Append(CultureInfo.InvariantCulture, $"{v.Start:x}-{v.End:x} {v.Permissions} {(v.File == 0 ? 0 : v.PageOffset << 12):x8} {v.Path}\n");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
 
     private static Command Syscalls()
     {

@@ -124,4 +124,30 @@ public sealed class LinuxModelTests(LabFixture lab, ITestOutputHelper output)
         Assert.Equal("asm_exc_page_fault", idt.Items[14].Symbol);
         Assert.All(idt.Items.Where(e => e.Present), e => Assert.True(e.InKernelText, $"vector {e.Vector} -> {e.Symbol}"));
     }
+
+    [Fact]
+    public async Task Memory_maps_equal_proc_maps()
+    {
+        var (_, kernel) = await BootstrapAsync();
+        var marker = kernel.GetProcesses().Items.Single(p => p.Pid == lab.MarkerPid);
+        var sw = Stopwatch.StartNew();
+        var maps = kernel.GetMappings(marker);
+        output.WriteLine($"maps: {maps.Items.Count} VMAs in {sw.Elapsed.TotalMilliseconds:0.0} ms");
+        Assert.True(maps.IsComplete, string.Join("\n", maps.Issues));
+        var reply = await lab.Guest.ShellAsync($"cat /proc/{lab.MarkerPid}/maps");
+        // "start-end perms offset dev inode [path]"; [vsyscall] is the gate page, not a VMA.
+        var truth = reply.Lines.Where(l => l.Length > 0 && !l.EndsWith("[vsyscall]", StringComparison.Ordinal)).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToList();
+        Assert.Equal(truth.Count, maps.Items.Count);
+        for (int i = 0; i < truth.Count; i++)
+        {
+            string[] f = truth[i];
+            LinuxVma v = maps.Items[i];
+            Assert.Equal(f[0], $"{v.Start:x}-{v.End:x}");
+            Assert.Equal(f[1], v.Permissions);
+            if (f.Length > 5 && f[5].StartsWith('/'))
+                Assert.Equal(f[5], v.Path);
+        }
+        Assert.Contains(maps.Items, v => v.Path == "/lab/bin/vmi-marker");
+        Assert.Contains(maps.Items, v => lab.MarkerAddress >= v.Start && lab.MarkerAddress < v.End && v.Permissions == "rw-p");
+    }
 }

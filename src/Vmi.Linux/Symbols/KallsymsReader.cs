@@ -27,7 +27,8 @@ public sealed record KallsymsReaderOptions
 /// <c>kallsyms_offsets</c> (s32 × n) | <c>kallsyms_relative_base</c> (u64) | <c>kallsyms_num_syms</c> (u32) |
 /// <c>kallsyms_names</c> (per symbol: length byte — two bytes, ULEB128-style, when ≥ 0x80 — then token
 /// indices; the first expanded character is the type) | <c>kallsyms_markers</c> (u32 per 256 symbols:
-/// offset into names) | <c>kallsyms_token_table</c> (256 NUL-terminated tokens) | <c>kallsyms_token_index</c>
+/// offset into names) | [<c>kallsyms_seqs_of_names</c> (3 bytes per symbol), 6.2+ and backported to later
+/// 6.1 stable kernels such as Debian's] | <c>kallsyms_token_table</c> (256 NUL-terminated tokens) | <c>kallsyms_token_index</c>
 /// (256 × u16 offsets into the token table).
 /// </summary>
 /// <remarks>
@@ -110,14 +111,13 @@ public static class KallsymsReader
         var sw = Stopwatch.StartNew();
         var img = new Image(image, imageBase, readable);
         Tokens tokens = FindTokenTable(img, options);
-        Markers markers = FindMarkers(img, tokens.TableStart, options);
-        Names names = FindNames(img, markers, options);
+        (Markers markers, Names names, int seqs) = FindMarkersAndNames(img, tokens.TableStart, options);
         (ulong[] addresses, KallsymsAddressMode mode, int addrTable, ulong relBaseAddr, ulong relBase) =
             ReadAddresses(img, names, options);
         KernelSymbol[] symbols = DecodeNames(img, names, tokens, addresses);
         var layout = new KallsymsLayout(img.Va(addrTable), relBaseAddr == 0 ? 0 : img.Va((int)relBaseAddr), relBase,
             img.Va(names.Start - Align), names.Count, img.Va(names.Start), img.Va(markers.Start), markers.Values.Length, markers.Width,
-            img.Va(tokens.TableStart), img.Va(tokens.IndexStart), mode);
+            seqs < 0 ? 0 : img.Va(seqs), img.Va(tokens.TableStart), img.Va(tokens.IndexStart), mode);
         return new KallsymsTable(symbols, layout, sw.Elapsed);
     }
 
@@ -197,16 +197,71 @@ public static class KallsymsReader
 
     // ---- markers -------------------------------------------------------------------------------------
 
-    private static Markers FindMarkers(Image img, int tokenTable, KallsymsReaderOptions options)
+    private static (Markers Markers, Names Names, int Seqs) FindMarkersAndNames(Image img, int tokenTable, KallsymsReaderOptions options)
     {
         int maxMarkers = (options.MaxSymbols + 255) / 256;
+        // 6.1 as released: kallsyms_markers right before the token table.
         string? why4 = TryMarkers(img, tokenTable, 4, maxMarkers, out Markers m4);
         if (why4 is null)
-            return m4;
+        {
+            why4 = TryFindNames(img, m4, options, -1, out Names n4);
+            if (why4 is null)
+                return (m4, n4, -1);
+        }
         string? why8 = TryMarkers(img, tokenTable, 8, maxMarkers, out Markers m8);
         if (why8 is null)
-            return m8;
-        throw new KallsymsException($"no kallsyms_markers before the token table at 0x{img.Va(tokenTable):x}: as u32: {why4}; as u64: {why8}");
+        {
+            why8 = TryFindNames(img, m8, options, -1, out Names n8);
+            if (why8 is null)
+                return (m8, n8, -1);
+        }
+        // 6.2+, and 6.1 stable kernels with it backported (Debian 6.1.0-x): kallsyms_seqs_of_names (3 bytes
+        // per symbol, big-endian index, sorted by name) between the markers and the token table. Its size
+        // depends on num_syms, so try each count whose markers would end right before it.
+        string? whySeqs = null;
+        for (int n = 1; n <= options.MaxSymbols; n++)
+        {
+            int seqs = tokenTable - AlignUp(3 * n);
+            int m = (n + 255) >> 8;
+            int start = seqs - AlignUp(4 * m);
+            if (start < 0)
+                break;
+            if (img.U32(start) != 0 || (m > 1 && img.U32(start + 4) == 0))
+                continue;
+            if ((m & 1) == 1 && img.U32(start + 4 * m) != 0)
+                continue; // ALGN padding after an odd number of u32 markers
+            var values = new ulong[m];
+            bool increasing = true;
+            for (int i = 0; i < m && increasing; i++)
+            {
+                values[i] = img.U32(start + 4 * i);
+                increasing = i == 0 || values[i] > values[i - 1];
+            }
+            if (!increasing || !img.IsReadable(start, tokenTable - start))
+                continue;
+            var markers = new Markers(start, 4, values);
+            string? why = TryFindNames(img, markers, options, n, out Names names) ?? CheckSeqs(img, seqs, n);
+            if (why is null)
+                return (markers, names, seqs);
+            whySeqs ??= $"with kallsyms_seqs_of_names for {n} symbols at 0x{img.Va(seqs):x}: {why}";
+        }
+        throw new KallsymsException($"no kallsyms_markers/kallsyms_names before the token table at 0x{img.Va(tokenTable):x}: " +
+            $"markers as u32: {why4}; as u64: {why8}; {whySeqs ?? "no kallsyms_seqs_of_names layout fits either"}");
+    }
+
+    private static string? CheckSeqs(Image img, int seqs, int n)
+    {
+        ReadOnlySpan<byte> data = img.Data;
+        var seen = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            int at = seqs + 3 * i;
+            int seq = (data[at] << 16) | (data[at + 1] << 8) | data[at + 2];
+            if (seq >= n || seen[seq])
+                return $"kallsyms_seqs_of_names[{i}] = {seq} is out of range or repeated";
+            seen[seq] = true;
+        }
+        return null;
     }
 
     private static string? TryMarkers(Image img, int tokenTable, int width, int maxMarkers, out Markers markers)
@@ -245,13 +300,16 @@ public static class KallsymsReader
 
     // ---- names and num_syms --------------------------------------------------------------------------
 
-    private static Names FindNames(Image img, Markers markers, KallsymsReaderOptions options)
+    private static string? TryFindNames(Image img, Markers markers, KallsymsReaderOptions options, int exactCount, out Names names)
     {
+        names = default;
         int m = markers.Values.Length;
         ulong lastMarker = markers.Values[^1];
         if (lastMarker >= (ulong)markers.Start)
-            throw new KallsymsException($"kallsyms_markers[{m - 1}] = 0x{lastMarker:x} reaches before the scanned region");
+            return $"kallsyms_markers[{m - 1}] = 0x{lastMarker:x} reaches before the scanned region";
         long minCount = 256L * (m - 1) + 1, maxCount = Math.Min(256L * m, options.MaxSymbols);
+        if (exactCount > 0)
+            minCount = maxCount = exactCount;
         // names + markers[m-1] is the last group's start: it lies below the markers, at most 256 entries of
         // (2 + MaxNameLength) bytes below them. names itself is 8-aligned and follows num_syms (u32 + padding).
         int highest = AlignDown((int)((ulong)markers.Start - lastMarker - 1));
@@ -264,12 +322,15 @@ public static class KallsymsReader
                 continue;
             string? why = WalkNames(img, n, (int)count, markers, out int[]? starts);
             if (why is null)
-                return new Names(n, (int)count, starts!);
+            {
+                names = new Names(n, (int)count, starts!);
+                return null;
+            }
             rejected ??= $"num_syms {count} at 0x{img.Va(n - Align):x}: {why}";
         }
-        throw new KallsymsException(rejected is null
-            ? $"no kallsyms_num_syms in ({minCount}..{maxCount}) before kallsyms_names for the {m} markers at 0x{img.Va(markers.Start):x}; the table is corrupt or of an unknown layout"
-            : $"kallsyms_names does not agree with the {m} markers at 0x{img.Va(markers.Start):x}: {rejected}");
+        return rejected is null
+            ? $"no kallsyms_num_syms in ({minCount}..{maxCount}) before kallsyms_names for the {m} markers at 0x{img.Va(markers.Start):x}"
+            : $"kallsyms_names does not agree with the {m} markers at 0x{img.Va(markers.Start):x}: {rejected}";
     }
 
     private static string? WalkNames(Image img, int names, int count, Markers markers, out int[]? starts)

@@ -17,6 +17,7 @@ public enum KallsymsAddressMode
 }
 
 /// <summary>Where the kallsyms tables were found (virtual addresses) and how they were read, for diagnostics.</summary>
+/// <remarks><see cref="SeqsOfNames"/> is 0 when the kernel has no kallsyms_seqs_of_names; <see cref="RelativeBaseAddress"/> is 0 for absolute addresses.</remarks>
 public sealed record KallsymsLayout(
     ulong Addresses,
     ulong RelativeBaseAddress,
@@ -27,6 +28,7 @@ public sealed record KallsymsLayout(
     ulong Markers,
     int MarkerCount,
     int MarkerWidth,
+    ulong SeqsOfNames,
     ulong TokenTable,
     ulong TokenIndex,
     KallsymsAddressMode AddressMode)
@@ -35,7 +37,7 @@ public sealed record KallsymsLayout(
     public override string ToString() =>
         $"{NumSyms} symbols ({AddressMode}); kallsyms_offsets/addresses 0x{Addresses:x}, relative_base 0x{RelativeBase:x} @0x{RelativeBaseAddress:x}, " +
         $"num_syms @0x{NumSymsAddress:x}, names 0x{Names:x}, markers 0x{Markers:x} ({MarkerCount} x u{MarkerWidth * 8}), " +
-        $"token_table 0x{TokenTable:x}, token_index 0x{TokenIndex:x}";
+        $"{(SeqsOfNames == 0 ? "" : $"seqs_of_names 0x{SeqsOfNames:x}, ")}token_table 0x{TokenTable:x}, token_index 0x{TokenIndex:x}";
 }
 
 /// <summary>The kernel's own symbol table, decoded from kallsyms in guest memory.</summary>
