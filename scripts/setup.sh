@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-packages=(qemu-system-x86 qemu-utils gcc libc6-dev util-linux dpkg apt cpio ca-certificates)
+packages=(qemu-system-x86 qemu-utils gcc libc6-dev util-linux dpkg apt cpio xz-utils bpftool ca-certificates)
 export DEBIAN_FRONTEND=noninteractive
 echo "setup: apt-get update"
 $SUDO apt-get update -qq

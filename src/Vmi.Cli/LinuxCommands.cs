@@ -85,7 +85,7 @@ internal static class LinuxCommands
 
     private static object ToJson(LinuxProcess p) => new
     {
-        pid = p.Pid, ppid = p.Ppid, uid = p.Uid, gid = p.Gid, euid = p.Euid, comm = p.Comm, state = p.State,
+        pid = p.Pid, ppid = p.Ppid, uid = p.Uid, gid = p.Gid, euid = p.Euid, comm = p.Comm, name = p.Name, state = p.State,
         startTimeNs = p.StartTimeNs, kernelThread = p.IsKernelThread, cmdline = p.Cmdline, cmdlineError = p.CmdlineError,
         task = "0x" + p.TaskAddress.ToString("x", CultureInfo.InvariantCulture),
     };
@@ -198,7 +198,7 @@ internal static class LinuxCommands
                 {
                     var sb = new StringBuilder();
                     foreach (var v in list.Items)
-                        sb.Append(CultureInfo.InvariantCulture, $"{v.Start:x}-{v.End:x} {v.Permissions} {(v.File == 0 ? 0 : v.PageOffset << 12):x8} {v.Path}\n");
+                        sb.Append(CultureInfo.InvariantCulture, $"{v.Start:x8}-{v.End:x8} {v.Permissions} {(v.File == 0 ? 0 : v.PageOffset << 12):x8} {v.Path}\n");
                     Console.Out.Write(sb.ToString());
                 }
                 return ReportIssues(list.Issues);

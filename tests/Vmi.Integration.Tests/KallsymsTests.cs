@@ -54,6 +54,10 @@ public sealed class KallsymsTests(LabFixture lab, ITestOutputHelper output)
             TimeSpan total = sw.Elapsed;
             output.WriteLine($"locate {locate.TotalMilliseconds:0.0} ms, locate+read+decode {total.TotalMilliseconds:0.0} ms (decode alone {table.DecodeTime.TotalMilliseconds:0.0} ms)");
             output.WriteLine(table.Layout.ToString());
+            sw.Restart();
+            KallsymsTable again = KallsymsReader.Read(target.Memory, regs.Paging, k);
+            output.WriteLine($"second (warm) read+decode {sw.Elapsed.TotalMilliseconds:0.0} ms (decode alone {again.DecodeTime.TotalMilliseconds:0.0} ms)");
+            Assert.Equal(table.Count, again.Count);
 
             // Independent cross-check of _text from the IDT: vector 0's handler minus its offset from _text.
             Assert.True(table.TryGetAddress("asm_exc_divide_error", out ulong divide));

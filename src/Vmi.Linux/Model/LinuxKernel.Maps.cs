@@ -53,18 +53,17 @@ public sealed partial class LinuxKernel
         }
         var entries = new List<ulong>();
         var seen = new HashSet<ulong>();
-        var stack = new Stack<(ulong Entry, int Depth)>();
-        stack.Push((root, 0));
+        var stack = new Stack<(ulong Entry, ulong Max, int Depth)>();
+        // The root is tagged MAPLE_ROOT_NODE (0b10) when it is a node; otherwise it is a lone value.
+        if (IsMapleNode(root))
+            stack.Push((root & ~2UL, ulong.MaxValue, 0));
+        else if (root != 0 && (root & 7) == 0)
+            entries.Add(root);
         Span<byte> raw = stackalloc byte[256];
         while (stack.Count > 0)
         {
-            var (entry, depth) = stack.Pop();
-            if (!IsMapleNode(entry))
-            {
-                if (entry != 0 && (entry & 3) == 0)
-                    entries.Add(entry);
-                continue;
-            }
+            // An encoded node: address | type << 3 | MAPLE_ENODE_NULL (0b100).
+            var (entry, max, depth) = stack.Pop();
             ulong node = entry & ~MapleNodeMask;
             int type = (int)((entry >> MapleTypeShift) & 0xf);
             if (depth > 31 || !seen.Add(node) || seen.Count > MaxMapleNodes)
@@ -72,11 +71,13 @@ public sealed partial class LinuxKernel
                 issues.Add(new KernelWalkIssue("maple tree", node, depth > 31 ? "deeper than the maple tree's maximum height" : seen.Count > MaxMapleNodes ? $"more than {MaxMapleNodes} nodes" : "node reached twice (cycle)"));
                 break;
             }
-            (int pivots, int slots) = type switch
+            // maple_range_64 / leaf_64: parent | pivot[15] | slot[16] (slot[15] doubles as metadata {end, gap});
+            // maple_arange_64: parent | pivot[9] | slot[10] | gap[10] | metadata.
+            (int pivots, int slots, int metaOffset) = type switch
             {
-                MapleLeaf64 or MapleRange64 => (15, 16),
-                MapleArange64 => (9, 10),
-                _ => (-1, -1),
+                MapleLeaf64 or MapleRange64 => (15, 16, 8 + 15 * 8 + 15 * 8),
+                MapleArange64 => (9, 10, 8 + 9 * 8 + 10 * 8 + 10 * 8),
+                _ => (-1, -1, -1),
             };
             if (pivots < 0)
             {
@@ -88,28 +89,33 @@ public sealed partial class LinuxKernel
                 issues.Add(new KernelWalkIssue("maple tree", node, "node is unreadable"));
                 continue;
             }
-            // Layout: parent (8) | pivot[pivots] | slot[slots] | …
-            int slotBase = 8 + pivots * 8;
-            var children = new List<ulong>(slots);
-            for (int i = 0; i < slots; i++)
+            // The data end, as lib/maple_tree.c's ma_data_end() finds it.
+            int end;
+            if (type == MapleArange64 || PivotAt(raw, pivots - 1) == 0)
+                end = raw[metaOffset];
+            else
+                end = PivotAt(raw, pivots - 1) == max ? pivots - 1 : pivots;
+            if (end >= slots)
             {
-                ulong pivot = i < pivots ? BitConverter.ToUInt64(raw.Slice(8 + i * 8, 8)) : ulong.MaxValue;
-                ulong slot = BitConverter.ToUInt64(raw.Slice(slotBase + i * 8, 8));
-                if (i > 0 && pivot == 0)
-                    break; // a zero pivot after the first marks the end of the node's data
-                if (slot != 0)
-                    children.Add(slot);
+                issues.Add(new KernelWalkIssue("maple tree", node, $"data end {end} beyond the node's {slots} slots"));
+                continue;
             }
-            for (int i = children.Count - 1; i >= 0; i--)
+            int slotBase = 8 + pivots * 8;
+            for (int i = end; i >= 0; i--)
             {
+                ulong slot = BitConverter.ToUInt64(raw.Slice(slotBase + i * 8, 8));
+                if (slot == 0)
+                    continue;
+                ulong childMax = i < pivots && PivotAt(raw, i) != 0 ? PivotAt(raw, i) : max;
                 if (type == MapleLeaf64)
                 {
-                    if (!IsMapleNode(children[i]) && (children[i] & 3) == 0)
-                        entries.Add(children[i]);
+                    // Values: VMA pointers; internal entries (low bits 0b10, e.g. XA_ZERO_ENTRY) are skipped.
+                    if ((slot & 7) == 0)
+                        entries.Add(slot);
                 }
                 else
                 {
-                    stack.Push((children[i], depth + 1));
+                    stack.Push((slot, childMax, depth + 1));
                 }
             }
         }
@@ -141,6 +147,8 @@ public sealed partial class LinuxKernel
         vmas.Sort((a, b) => a.Start.CompareTo(b.Start));
         return new KernelList<LinuxVma>(vmas, issues);
     }
+
+    private static ulong PivotAt(ReadOnlySpan<byte> node, int i) => BitConverter.ToUInt64(node.Slice(8 + i * 8, 8));
 
     private static bool IsMapleNode(ulong entry) => (entry & 3) == 2 && entry > 4096;
 

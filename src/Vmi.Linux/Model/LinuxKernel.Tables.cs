@@ -37,8 +37,10 @@ public sealed partial class LinuxKernel
         return (syms[found].Name, address - syms[found].Address);
     }
 
+    /// <summary>Inside the kernel image's code: .text (_stext.._etext) or init text (_sinittext.._einittext).</summary>
     private bool InKernelText(ulong address) =>
-        _symbols.TryGetAddress("_stext", out ulong s) && _symbols.TryGetAddress("_etext", out ulong e) && address >= s && address < e;
+        (_symbols.TryGetAddress("_stext", out ulong s) && _symbols.TryGetAddress("_etext", out ulong e) && address >= s && address < e)
+        || (_symbols.TryGetAddress("_sinittext", out ulong si) && _symbols.TryGetAddress("_einittext", out ulong ei) && address >= si && address < ei);
 
     /// <summary>
     /// The system call table. Its length is the distance to the next symbol (the table is an array
@@ -70,6 +72,9 @@ public sealed partial class LinuxKernel
             var (name, off) = ResolveAddress(handler);
             result.Add(new SyscallEntry(i, handler, name, off, InKernelText(handler)));
         }
+        // The symbol distance may include alignment padding after the table: no real entry is null.
+        while (result.Count > 0 && result[^1].Handler == 0)
+            result.RemoveAt(result.Count - 1);
         return new KernelList<SyscallEntry>(result, issues);
     }
 

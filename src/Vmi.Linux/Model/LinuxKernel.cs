@@ -16,6 +16,10 @@ public sealed partial class LinuxKernel
     /// <summary>Largest command line read (the kernel's own ARG_MAX-like bound is far larger, /proc reads it all; we cap).</summary>
     public const int MaxCmdline = 128 * 1024;
 
+    // include/linux/sched.h
+    private const uint PfKthread = 0x00200000;
+    private const uint PfWqWorker = 0x00000020;
+
     private readonly VirtualMemory _kernel;
     private readonly ISymbolTable _symbols;
     private readonly Offsets _o;
@@ -66,6 +70,16 @@ public sealed partial class LinuxKernel
             return null;
         }
         string comm = ReadCString(task + (ulong)_o.TaskComm, 16);
+        TryU32(task + (ulong)_o.TaskFlags, out uint flags);
+        string name = comm;
+        // /proc/PID/comm shows a kernel thread's full name (struct kthread.full_name, since 6.0) when
+        // it did not fit in comm[16].
+        if ((flags & PfKthread) != 0 && (flags & PfWqWorker) == 0 && _o.TaskWorkerPrivate >= 0 && _o.KthreadFullName >= 0
+            && _kernel.TryReadUInt64(task + (ulong)_o.TaskWorkerPrivate, out ulong kthread) && kthread != 0
+            && _kernel.TryReadUInt64(kthread + (ulong)_o.KthreadFullName, out ulong fullName) && fullName != 0)
+        {
+            name = ReadCString(fullName, 64);
+        }
         TryU32(task + (ulong)_o.TaskState, out uint state);
         _kernel.TryReadUInt64(task + (ulong)_o.TaskStartTime, out ulong start);
         int ppid = 0;
@@ -95,7 +109,7 @@ public sealed partial class LinuxKernel
         }
         return new LinuxProcess
         {
-            TaskAddress = task, Pid = (int)tgid, Tgid = (int)tgid, Ppid = ppid, Comm = comm, State = state, Uid = uid, Gid = gid, Euid = euid,
+            TaskAddress = task, Pid = (int)tgid, Tgid = (int)tgid, Ppid = ppid, Comm = comm, Name = name, Flags = flags, State = state, Uid = uid, Gid = gid, Euid = euid,
             StartTimeNs = start, MmAddress = mm, PageTablePhysical = pgdPhys, Cmdline = cmdline, CmdlineError = cmdError,
         };
     }
@@ -198,6 +212,9 @@ public sealed partial class LinuxKernel
             TaskPid = t.OffsetOf("task_struct", "pid");
             TaskTgid = t.OffsetOf("task_struct", "tgid");
             TaskComm = t.OffsetOf("task_struct", "comm");
+            TaskFlags = t.OffsetOf("task_struct", "flags");
+            TaskWorkerPrivate = t.TryOffsetOf("task_struct", "worker_private", out int wp) ? wp : -1;
+            KthreadFullName = t.TryOffsetOf("kthread", "full_name", out int fn) ? fn : -1;
             // __state since 5.14, state before.
             TaskState = t.TryOffsetOf("task_struct", "__state", out int s) ? s : t.OffsetOf("task_struct", "state");
             TaskStartTime = t.OffsetOf("task_struct", "start_time");
@@ -234,6 +251,9 @@ public sealed partial class LinuxKernel
         public int TaskPid { get; }
         public int TaskTgid { get; }
         public int TaskComm { get; }
+        public int TaskFlags { get; }
+        public int TaskWorkerPrivate { get; }
+        public int KthreadFullName { get; }
         public int TaskState { get; }
         public int TaskStartTime { get; }
         public int TaskRealParent { get; }

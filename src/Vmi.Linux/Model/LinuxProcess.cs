@@ -7,7 +7,12 @@ public sealed record LinuxProcess
     public required int Pid { get; init; }
     public required int Tgid { get; init; }
     public required int Ppid { get; init; }
+    /// <summary>task_struct.comm (at most 15 bytes).</summary>
     public required string Comm { get; init; }
+    /// <summary>The name /proc/PID/comm shows: comm, or a kernel thread's full name.</summary>
+    public required string Name { get; init; }
+    /// <summary>task_struct.flags (PF_*).</summary>
+    public required uint Flags { get; init; }
     public required uint State { get; init; }
     public required uint Uid { get; init; }
     public required uint Gid { get; init; }

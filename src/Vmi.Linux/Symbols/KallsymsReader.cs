@@ -81,19 +81,52 @@ public static class KallsymsReader
             throw new ArgumentException("the start must be 4 KiB-aligned", nameof(start));
         var image = new byte[length];
         var readable = new bool[(length + 4095) / 4096];
-        int done = 0;
-        while (done < length)
+        // Read 2 MiB at a time and stop once a complete token table is in: kallsyms sits in .rodata, so the
+        // rest of the image (data, bss) need not be copied. Everything kallsyms needs precedes the token
+        // index, which follows the token table within the margin below.
+        const int Chunk = 2 << 20, Margin = 128 << 10; // 208 tokens × 513 bytes + the index fit in the margin
+        int read = 0, searchFrom = 0, candidates = 0;
+        while (read < length)
         {
-            VirtualReadResult r = memory.Read(start + (ulong)done, image.AsSpan(done));
+            int chunkEnd = Math.Min(length, read + Chunk);
+            ReadRange(memory, start, image, readable, read, chunkEnd);
+            read = chunkEnd;
+            int limit = read == length ? read : Math.Max(0, read - Margin);
+            var img = new Image(image.AsSpan(0, read), start, readable);
+            while (searchFrom < limit && candidates < options.MaxCandidates)
+            {
+                int hit = image.AsSpan(searchFrom, limit - searchFrom).IndexOf(DigitTokens);
+                if (hit < 0)
+                {
+                    searchFrom = limit;
+                    break;
+                }
+                int p = searchFrom + hit;
+                searchFrom = p + 1;
+                if (p == 0 || image[p - 1] != 0)
+                    continue;
+                candidates++;
+                if (TryTokenTableAt(img, p, out _) is null)
+                    return Decode(image.AsSpan(0, read), start, readable, options);
+            }
+        }
+        return Decode(image, start, readable, options);
+    }
+
+    private static void ReadRange(VirtualMemory memory, ulong start, byte[] image, bool[] readable, int from, int to)
+    {
+        int done = from;
+        while (done < to)
+        {
+            VirtualReadResult r = memory.Read(start + (ulong)done, image.AsSpan(done, to - done));
             int end = done + r.BytesRead;
             // done is page-aligned; every page wholly inside [done, end) (or the short last page) was read.
-            for (int p = done / 4096; p < readable.Length && Math.Min((p + 1) * 4096, length) <= end; p++)
+            for (int p = done / 4096; p < readable.Length && Math.Min((p + 1) * 4096, image.Length) <= end; p++)
                 readable[p] = true;
             if (r.IsComplete)
                 break;
             done = (end / 4096 + 1) * 4096; // skip the page that failed
         }
-        return Decode(image, start, readable, options);
     }
 
     /// <summary>Reads kallsyms from an image already in memory (a dump, a decompressed vmlinux's loaded image).</summary>

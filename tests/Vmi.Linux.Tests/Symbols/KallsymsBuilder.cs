@@ -23,6 +23,11 @@ internal sealed class KallsymsBuilder
     /// <summary>Build with absolute per-CPU offsets (x86-64 SMP) rather than plain relative ones.</summary>
     public bool AbsolutePercpu { get; init; } = true;
 
+    /// <summary>Emit kallsyms_seqs_of_names between the markers and the token table (6.2+, Debian 6.1 stable).</summary>
+    public bool SeqsOfNames { get; init; }
+
+    public int Seqs = -1;
+
     /// <summary>Bytes of "text" before the tables (holds a decoy "0\01\0…9\0" run).</summary>
     public int Prefix { get; init; } = 0x3000;
 
@@ -117,6 +122,17 @@ internal sealed class KallsymsBuilder
         foreach (uint m in markers)
             AddU32(img, m);
         Align(img);
+        if (SeqsOfNames)
+        {
+            Seqs = img.Count;
+            foreach (int seq in Enumerable.Range(0, symbols.Count).OrderBy(i => symbols[i].Name, StringComparer.Ordinal))
+            {
+                img.Add((byte)(seq >> 16));
+                img.Add((byte)(seq >> 8));
+                img.Add((byte)seq);
+            }
+            Align(img);
+        }
         TokenTable = img.Count;
         var index = new List<ushort>();
         foreach (byte[] t in tokens)

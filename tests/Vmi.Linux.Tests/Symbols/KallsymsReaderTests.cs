@@ -11,8 +11,8 @@ public sealed class KallsymsReaderTests
     private const ulong Text = KallsymsBuilder.UnslidText + Slide;
     private const ulong ImageOffset = 0x210000; // in the second 2 MiB page, past the text the locator checks
 
-    private static KallsymsBuilder Built(int count = 1500, bool absolutePercpu = true) =>
-        new KallsymsBuilder { AbsolutePercpu = absolutePercpu }.Build(KallsymsBuilder.SampleSymbols(count, Text, withPercpu: absolutePercpu), Text);
+    private static KallsymsBuilder Built(int count = 1500, bool absolutePercpu = true, bool seqs = false) =>
+        new KallsymsBuilder { AbsolutePercpu = absolutePercpu, SeqsOfNames = seqs }.Build(KallsymsBuilder.SampleSymbols(count, Text, withPercpu: absolutePercpu), Text);
 
     private static void AssertSame(IReadOnlyList<KernelSymbol> expected, KallsymsTable table)
     {
@@ -22,17 +22,23 @@ public sealed class KallsymsReaderTests
     }
 
     [Theory]
-    [InlineData(1, true)]
-    [InlineData(255, true)]
-    [InlineData(256, true)]
-    [InlineData(257, true)]
-    [InlineData(1500, true)]
-    [InlineData(1500, false)]
-    public void Synthetic_tables_decode_exactly(int count, bool absolutePercpu)
+    [InlineData(1, true, false)]
+    [InlineData(255, true, false)]
+    [InlineData(256, true, false)]
+    [InlineData(257, true, false)]
+    [InlineData(1500, true, false)]
+    [InlineData(1500, false, false)]
+    [InlineData(1, true, true)]
+    [InlineData(255, true, true)]
+    [InlineData(256, true, true)]
+    [InlineData(513, true, true)]
+    [InlineData(1500, true, true)]
+    [InlineData(1501, false, true)]
+    public void Synthetic_tables_decode_exactly(int count, bool absolutePercpu, bool seqs)
     {
         KallsymsBuilder b = count == 1
-            ? new KallsymsBuilder { AbsolutePercpu = absolutePercpu }.Build([new KernelSymbol("_text_0123456789", Text, 'T')], Text) // the signature needs every digit used
-            : Built(count, absolutePercpu);
+            ? new KallsymsBuilder { AbsolutePercpu = absolutePercpu, SeqsOfNames = seqs }.Build([new KernelSymbol("_text_0123456789", Text, 'T')], Text) // the signature needs every digit used
+            : Built(count, absolutePercpu, seqs);
         KallsymsTable table = KallsymsReader.Read(b.Image, Text);
         AssertSame(b.Symbols, table);
         KallsymsLayout l = table.Layout;
@@ -44,6 +50,7 @@ public sealed class KallsymsReaderTests
         Assert.Equal(Text + (ulong)b.Offsets, l.Addresses);
         Assert.Equal(Text, l.RelativeBase);
         Assert.Equal(4, l.MarkerWidth);
+        Assert.Equal(seqs ? Text + (ulong)b.Seqs : 0, l.SeqsOfNames);
         Assert.Equal(absolutePercpu ? KallsymsAddressMode.AbsolutePercpu : KallsymsAddressMode.Relative, l.AddressMode);
         Assert.True(table.TryGetAddress(b.Symbols[^1].Name, out ulong last));
         Assert.Equal(b.Symbols[^1].Address, last);
@@ -123,7 +130,21 @@ public sealed class KallsymsReaderTests
     [MemberData(nameof(Corruptions))]
     public void Corrupt_tables_give_KallsymsException_promptly(string corruption, string mentioned)
     {
-        KallsymsBuilder b = Built(1500);
+        Corrupt(Built(1500), corruption, mentioned);
+        Corrupt(Built(1500, seqs: true), corruption, mentioned);
+    }
+
+    [Fact]
+    public void Corrupt_seqs_of_names_is_rejected()
+    {
+        KallsymsBuilder b = Built(1500, seqs: true);
+        b.Image[b.Seqs + 3 * 10] = 0x7F; // index far beyond num_syms
+        var e = Assert.Throws<KallsymsException>(() => KallsymsReader.Read(b.Image, Text));
+        Assert.Contains("seqs_of_names", e.Message, StringComparison.Ordinal);
+    }
+
+    private static void Corrupt(KallsymsBuilder b, string corruption, string mentioned)
+    {
         switch (corruption)
         {
             case "num_syms huge": b.PokeU32(b.NumSyms, 0xFFFF_FFF0); break;
@@ -147,7 +168,7 @@ public sealed class KallsymsReaderTests
     [Fact]
     public void Random_corruption_never_escapes_as_anything_but_KallsymsException()
     {
-        KallsymsBuilder clean = Built(700);
+        KallsymsBuilder clean = Built(700, seqs: true);
         var rng = new Random(42);
         int decoded = 0, rejected = 0;
         for (int iteration = 0; iteration < 300; iteration++)
