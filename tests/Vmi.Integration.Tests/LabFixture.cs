@@ -21,7 +21,7 @@ public sealed class LabFixture : IAsyncLifetime
     {
         Artifacts = await LabArtifactsForTests.GetAsync();
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        Guest = await LabGuest.StartAsync(Artifacts, "itest", "benign,marker,modules,crowd");
+        Guest = await LabGuest.StartAsync(Artifacts, "itest", "benign,marker,modules,crowd,network");
         BootTime = sw.Elapsed;
         string marker = await Guest.Vm.Console.WaitForLineAsync(l => l.StartsWith("@@VMI-MARKER", StringComparison.Ordinal), TimeSpan.FromSeconds(60));
         foreach (string part in marker.Split(' '))
@@ -32,6 +32,7 @@ public sealed class LabFixture : IAsyncLifetime
                 MarkerAddress = ulong.Parse(part[7..], System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
         }
         await Guest.Vm.Console.WaitForLineAsync(l => l.StartsWith("@@VMI-CROWD-READY", StringComparison.Ordinal), TimeSpan.FromMinutes(2));
+        await Guest.Vm.Console.WaitForLineAsync(l => l.StartsWith("@@VMI-NETWORK-READY", StringComparison.Ordinal), TimeSpan.FromMinutes(2));
         Truth = await Guest.GetGroundTruthAsync();
     }
 
