@@ -7,6 +7,7 @@ rm -rf "$results"
 mkdir -p "$results"
 dotnet build Vmi.sln -c Release --verbosity quiet -nologo || { echo "0 passed, 1 failed"; exit 1; }
 ./vmi lab build || { echo "0 passed, 1 failed"; exit 1; }
+./vmi lab build --flavour cloud-amd64 || { echo "0 passed, 1 failed"; exit 1; }
 dotnet test Vmi.sln -c Release --no-build --logger "trx" --logger "console;verbosity=normal" \
   --results-directory "$results" -- RunConfiguration.TestSessionTimeout=2400000 2>&1 | tee "$results/console.log"
 status=${PIPESTATUS[0]}

@@ -13,7 +13,7 @@ internal static class LinuxCommands
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = false };
 
-    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Maps(), Syscalls(), Idt(), Profile()];
+    public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Maps(), Syscalls(), Idt(), Profile(), Netstat(), Files()];
 
     private sealed record Common(Option<string> Target, Option<int> Vcpu, Option<string> SystemMap, Option<bool> JsonOut);
 
@@ -86,7 +86,7 @@ internal static class LinuxCommands
     private static object ToJson(LinuxProcess p) => new
     {
         pid = p.Pid, ppid = p.Ppid, uid = p.Uid, gid = p.Gid, euid = p.Euid, comm = p.Comm, name = p.Name, state = p.State,
-        startTimeNs = p.StartTimeNs, kernelThread = p.IsKernelThread, cmdline = p.Cmdline, cmdlineError = p.CmdlineError,
+        startTimeNs = p.StartTimeNs, kernelThread = p.IsKernelThread, exe = p.ExePath, threads = p.Threads, cmdline = p.Cmdline, cmdlineError = p.CmdlineError,
         task = "0x" + p.TaskAddress.ToString("x", CultureInfo.InvariantCulture),
     };
 
@@ -323,6 +323,81 @@ internal static class LinuxCommands
                     }
                 }
                 return CommandRunner.ExitOk;
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Netstat()
+    {
+        var cmd = new Command("netstat", "List the guest's TCP and UDP sockets with their owning processes, from the processes' open socket files (like netstat -tunap).");
+        var c = AddCommon(cmd);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var list = kernel.GetSockets();
+                var socks = list.Items.OrderBy(s => s.Protocol, StringComparer.Ordinal).ThenBy(s => s.LocalPort).ThenBy(s => s.Pid).ToList();
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(socks.Select(s => new
+                    {
+                        proto = s.Protocol, localAddress = s.LocalAddress, localPort = s.LocalPort, remoteAddress = s.RemoteAddress, remotePort = s.RemotePort,
+                        state = s.State, inode = s.Inode, pid = s.Pid, comm = s.Comm, sock = Hex(s.SockAddress),
+                    }), Json));
+                }
+                else
+                {
+                    static string Endpoint(string address, int port, bool v6) =>
+                        (v6 ? "[" + address + "]" : address) + ":" + (port == 0 ? "*" : port.ToString(CultureInfo.InvariantCulture));
+                    var sb = new StringBuilder();
+                    sb.Append(CultureInfo.InvariantCulture, $"{"Proto",-6} {"Local Address",-28} {"Foreign Address",-28} {"State",-12} {"Inode",8} PID/Program name\n");
+                    foreach (var s in socks)
+                    {
+                        bool v6 = s.Protocol.EndsWith('6');
+                        string state = s.Protocol.StartsWith("udp", StringComparison.Ordinal) && s.State == "CLOSE" ? "" : s.State;
+                        sb.Append(CultureInfo.InvariantCulture, $"{s.Protocol,-6} {Endpoint(s.LocalAddress, s.LocalPort, v6),-28} {Endpoint(s.RemoteAddress, s.RemotePort, v6),-28} {state,-12} {s.Inode,8} {s.Pid}/{s.Comm}\n");
+                    }
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
+            }
+        });
+        return cmd;
+    }
+
+    private static Command Files()
+    {
+        var cmd = new Command("files", "List a process's open file descriptors from its kernel fd table (like ls -l /proc/PID/fd).");
+        var c = AddCommon(cmd);
+        var pid = new Option<int>("--pid") { Description = "Process id.", Required = true };
+        cmd.Options.Add(pid);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
+            await using (target.ConfigureAwait(false))
+            {
+                var procs = kernel.GetProcesses();
+                int want = parse.GetValue(pid);
+                LinuxProcess p = procs.Items.FirstOrDefault(x => x.Pid == want)
+                    ?? throw new Vmi.Core.GuestMemoryException($"no process {want} in the guest's task list ({procs.Items.Count} processes).");
+                var list = kernel.GetOpenFiles(p);
+                if (parse.GetValue(c.JsonOut))
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(f => new
+                    {
+                        fd = f.Fd, path = f.Path, socket = f.IsSocket, inode = f.Inode, file = Hex(f.File),
+                    }), Json));
+                }
+                else
+                {
+                    var sb = new StringBuilder();
+                    foreach (var f in list.Items)
+                        sb.Append(CultureInfo.InvariantCulture, $"{f.Fd,5} -> {f.Path ?? "?"}\n");
+                    Console.Out.Write(sb.ToString());
+                }
+                return ReportIssues(list.Issues);
             }
         });
         return cmd;

@@ -95,12 +95,15 @@ public sealed partial class LinuxKernel
         ulong pgdPhys = 0;
         IReadOnlyList<string> cmdline = [];
         string? cmdError = null;
+        string? exePath = null;
         if (mm != 0)
         {
             if (_kernel.TryReadUInt64(mm + (ulong)_o.MmPgd, out ulong pgd) && _kernel.TryTranslate(pgd, out Translation t))
             {
                 pgdPhys = t.PhysicalAddress;
                 (cmdline, cmdError) = ReadCmdline(mm, pgdPhys);
+                if (_o.MmExeFile >= 0 && _kernel.TryReadUInt64(mm + (ulong)_o.MmExeFile, out ulong exe) && exe != 0)
+                    exePath = FilePath(exe);
             }
             else
             {
@@ -111,7 +114,46 @@ public sealed partial class LinuxKernel
         {
             TaskAddress = task, Pid = (int)tgid, Tgid = (int)tgid, Ppid = ppid, Comm = comm, Name = name, Flags = flags, State = state, Uid = uid, Gid = gid, Euid = euid,
             StartTimeNs = start, MmAddress = mm, PageTablePhysical = pgdPhys, Cmdline = cmdline, CmdlineError = cmdError,
+            ExePath = exePath, Threads = ReadThreads(task, (int)tgid, issues),
         };
+    }
+
+    /// <summary>Thread ids of a thread group, from signal_struct.thread_head (bounded, cycle-checked).</summary>
+    private IReadOnlyList<int> ReadThreads(ulong task, int tgid, List<KernelWalkIssue> issues)
+    {
+        if (_o.TaskSignal < 0 || _o.SignalThreadHead < 0 || _o.TaskThreadNode < 0
+            || !_kernel.TryReadUInt64(task + (ulong)_o.TaskSignal, out ulong signal) || signal == 0)
+            return [tgid];
+        var local = new List<KernelWalkIssue>();
+        var nodes = ListWalker.Walk(_kernel, signal + (ulong)_o.SignalThreadHead, "thread list", 1 << 16, local);
+        foreach (var i in local)
+            issues.Add(i with { Problem = $"pid {tgid}: {i.Problem}" });
+        var tids = new List<int>(nodes.Count);
+        foreach (ulong n in nodes)
+        {
+            if (TryU32(n - (ulong)_o.TaskThreadNode + (ulong)_o.TaskPid, out uint tid))
+                tids.Add((int)tid);
+        }
+        return tids.Count == 0 ? [tgid] : tids;
+    }
+
+    /// <summary>The environment of a process (mm_struct env_start..env_end through its own page tables).</summary>
+    public KernelList<string> GetEnvironment(LinuxProcess process)
+    {
+        ArgumentNullException.ThrowIfNull(process);
+        var issues = new List<KernelWalkIssue>();
+        if (process.MmAddress == 0 || _o.MmEnvStart < 0)
+            return new KernelList<string>([], issues);
+        if (!_kernel.TryReadUInt64(process.MmAddress + (ulong)_o.MmEnvStart, out ulong start) || !_kernel.TryReadUInt64(process.MmAddress + (ulong)_o.MmEnvEnd, out ulong end) || end < start)
+        {
+            issues.Add(new KernelWalkIssue("environment", process.MmAddress, "env_start/env_end unreadable or inverted"));
+            return new KernelList<string>([], issues);
+        }
+        var buffer = new byte[Math.Min(end - start, (ulong)MaxCmdline)];
+        VirtualReadResult r = UserMemory(process).Read(start, buffer);
+        if (!r.IsComplete)
+            issues.Add(new KernelWalkIssue("environment", r.FailedAddress, $"user page not present ({r.Status})"));
+        return new KernelList<string>(SplitNul(buffer.AsSpan(0, r.BytesRead)), issues);
     }
 
     /// <summary>The user-space view of a process: its own page tables, same paging mode as the kernel.</summary>
@@ -227,6 +269,13 @@ public sealed partial class LinuxKernel
             MmPgd = t.OffsetOf("mm_struct", "pgd");
             MmArgStart = t.OffsetOf("mm_struct", "arg_start");
             MmArgEnd = t.OffsetOf("mm_struct", "arg_end");
+            // Optional members: the model degrades (no exe path, environment, threads) without them.
+            MmEnvStart = t.TryOffsetOf("mm_struct", "env_start", out int es) ? es : -1;
+            MmEnvEnd = t.TryOffsetOf("mm_struct", "env_end", out int ee) ? ee : -1;
+            MmExeFile = t.TryOffsetOf("mm_struct", "exe_file", out int ef) ? ef : -1;
+            TaskSignal = t.TryOffsetOf("task_struct", "signal", out int sg) ? sg : -1;
+            TaskThreadNode = t.TryOffsetOf("task_struct", "thread_node", out int tn) ? tn : -1;
+            SignalThreadHead = t.TryOffsetOf("signal_struct", "thread_head", out int th) ? th : -1;
             ModuleList = t.OffsetOf("module", "list");
             ModuleName = t.OffsetOf("module", "name");
             ModuleNameLength = 56;
@@ -265,6 +314,12 @@ public sealed partial class LinuxKernel
         public int MmPgd { get; }
         public int MmArgStart { get; }
         public int MmArgEnd { get; }
+        public int MmEnvStart { get; }
+        public int MmEnvEnd { get; }
+        public int MmExeFile { get; }
+        public int TaskSignal { get; }
+        public int TaskThreadNode { get; }
+        public int SignalThreadHead { get; }
         public int ModuleList { get; }
         public int ModuleName { get; }
         public int ModuleNameLength { get; }

@@ -26,6 +26,10 @@ public sealed record LinuxProcess
     public required IReadOnlyList<string> Cmdline { get; init; }
     /// <summary>Why the command line could not be read completely, when it could not.</summary>
     public string? CmdlineError { get; init; }
+    /// <summary>Path of the executable (mm_struct.exe_file), null for kernel threads or when unreadable.</summary>
+    public string? ExePath { get; init; }
+    /// <summary>Thread ids of the group (the leader's pid first).</summary>
+    public IReadOnlyList<int> Threads { get; init; } = [];
     public bool IsKernelThread => MmAddress == 0;
 }
 
