@@ -15,7 +15,7 @@ internal static class LinuxCommands
 
     public static IEnumerable<Command> Create() => [Ps(), PsTree(), Lsmod(), Maps(), Syscalls(), Idt(), Profile(), Netstat(), Files()];
 
-    private sealed record Common(Option<string> Target, Option<int> Vcpu, Option<string> SystemMap, Option<bool> JsonOut);
+    private sealed record Common(Option<string> Target, Option<int> Vcpu, Option<string> SystemMap, Option<string> Btf, Option<bool> JsonOut);
 
     private static Common AddCommon(Command cmd)
     {
@@ -23,10 +23,12 @@ internal static class LinuxCommands
             new Option<string>("--target") { Description = "What to introspect: " + TargetSpec.Syntax, Required = true },
             new Option<int>("--vcpu") { Description = "vCPU whose paging context is used to reach the kernel." },
             new Option<string>("--system-map") { Description = "Use this System.map instead of kallsyms from guest memory (the KASLR slide is applied)." },
+            new Option<string>("--btf") { Description = "Take struct layouts from this file (raw BTF or a vmlinux with .BTF) instead of guest memory." },
             new Option<bool>("--json") { Description = "Print JSON." });
         cmd.Options.Add(c.Target);
         cmd.Options.Add(c.Vcpu);
         cmd.Options.Add(c.SystemMap);
+        cmd.Options.Add(c.Btf);
         cmd.Options.Add(c.JsonOut);
         return c;
     }
@@ -37,7 +39,7 @@ internal static class LinuxCommands
         try
         {
             VcpuRegisters regs = await target.GetRegistersAsync(parse.GetValue(c.Vcpu), ct).ConfigureAwait(false);
-            LinuxProfile profile = LinuxProfile.Bootstrap(target.Memory, regs.Paging, parse.GetValue(c.SystemMap));
+            LinuxProfile profile = LinuxProfile.Bootstrap(target.Memory, regs.Paging, parse.GetValue(c.SystemMap), parse.GetValue(c.Btf));
             return (target, profile, profile.CreateKernel(target.Memory, regs.Paging));
         }
         catch

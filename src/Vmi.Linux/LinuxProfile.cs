@@ -44,7 +44,8 @@ public sealed class LinuxProfile
     /// <param name="paging">Paging context of a vCPU (any process's CR3 maps the kernel).</param>
     /// <param name="systemMap">Optional System.map (unslid); the slide found in memory is applied.</param>
     /// <exception cref="GuestMemoryException">The kernel, its symbols or its BTF cannot be found; the message says which.</exception>
-    public static LinuxProfile Bootstrap(IPhysicalMemory memory, PagingContext paging, string? systemMap = null)
+    /// <param name="btfFile">Optional BTF source instead of guest memory: a raw BTF blob (/sys/kernel/btf/vmlinux) or a vmlinux ELF with a .BTF section.</param>
+    public static LinuxProfile Bootstrap(IPhysicalMemory memory, PagingContext paging, string? systemMap = null, string? btfFile = null)
     {
         ArgumentNullException.ThrowIfNull(memory);
         var sw = Stopwatch.StartNew();
@@ -62,6 +63,11 @@ public sealed class LinuxProfile
             source = "kallsyms in guest memory";
         }
         var kernel = new VirtualMemory(memory, paging);
+        if (btfFile is not null)
+        {
+            BtfTypes fromFile = LoadBtfFile(btfFile);
+            return new LinuxProfile(location, symbols, fromFile, 0, (int)new FileInfo(btfFile).Length, ReadBanner(symbols, kernel), sw.Elapsed, source);
+        }
         if (!symbols.TryGetAddress("__start_BTF", out ulong start) || !symbols.TryGetAddress("__stop_BTF", out ulong stop))
             throw new GuestMemoryException("the kernel has no __start_BTF/__stop_BTF symbols: it was built without CONFIG_DEBUG_INFO_BTF, which Vmi needs for struct layouts.");
         if (stop <= start || stop - start > MaxBtfBytes)
@@ -71,15 +77,36 @@ public sealed class LinuxProfile
         if (!r.IsComplete)
             throw new GuestMemoryException(FormattableString.Invariant($"the kernel's BTF at 0x{start:x} is unreadable at 0x{r.FailedAddress:x} ({r.Status})."));
         BtfTypes types = BtfTypes.Parse(blob);
-        string banner = "";
-        if (symbols.TryGetAddress("linux_banner", out ulong bannerAddress))
+        return new LinuxProfile(location, symbols, types, start, blob.Length, ReadBanner(symbols, kernel), sw.Elapsed, source);
+    }
+
+    private static string ReadBanner(ISymbolTable symbols, VirtualMemory kernel)
+    {
+        if (!symbols.TryGetAddress("linux_banner", out ulong bannerAddress))
+            return "";
+        var b = new byte[512];
+        int n = kernel.Read(bannerAddress, b).BytesRead;
+        int nul = Array.IndexOf(b, (byte)0, 0, n);
+        return System.Text.Encoding.UTF8.GetString(b, 0, nul < 0 ? n : nul).TrimEnd('\n');
+    }
+
+    /// <summary>BTF from a file: raw BTF (magic 0xeB9F) or a vmlinux ELF's .BTF section.</summary>
+    /// <exception cref="VmiException">The file is neither, or has no .BTF section.</exception>
+    public static BtfTypes LoadBtfFile(string path)
+    {
+        if (!File.Exists(path))
+            throw new VmiException($"BTF file {path} does not exist.");
+        Span<byte> magic = stackalloc byte[4];
+        using (var f = File.OpenRead(path))
+            f.ReadExactly(magic);
+        if (magic[0] == 0x7f && magic[1] == (byte)'E' && magic[2] == (byte)'L' && magic[3] == (byte)'F')
         {
-            var b = new byte[512];
-            int n = kernel.Read(bannerAddress, b).BytesRead;
-            int nul = Array.IndexOf(b, (byte)0, 0, n);
-            banner = System.Text.Encoding.UTF8.GetString(b, 0, nul < 0 ? n : nul).TrimEnd('\n');
+            using var elf = Vmi.Linux.Image.ElfImage.Open(path);
+            if (!elf.TryGetSection(".BTF", out ReadOnlyMemory<byte> section))
+                throw new VmiException($"{path} is an ELF file without a .BTF section: the kernel was built without CONFIG_DEBUG_INFO_BTF.");
+            return BtfTypes.Parse(section.Span);
         }
-        return new LinuxProfile(location, symbols, types, start, blob.Length, banner, sw.Elapsed, source);
+        return BtfTypes.ParseFile(path);
     }
 
     /// <summary>The kernel model over this profile.</summary>

@@ -26,6 +26,49 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
         return profile.CreateKernel(lab.Guest.Vm.Memory, regs.Paging);
     }
 
+    /// <summary>
+    /// The scenario's background nc processes get /dev/null as stdin (an asynchronous list of a
+    /// non-interactive shell), so its 8080 connection closes right away. The tests open their own
+    /// long-lived pair on 8080 (stdin from a FIFO held open by sleep) and remove it afterwards, so the
+    /// process list other tests compare stays as booted.
+    /// </summary>
+    private sealed class Connection(LabGuest guest) : IAsyncDisposable
+    {
+        private readonly List<int> _pids = [];
+        public int ServerPid { get; private set; }
+        public int ClientPid { get; private set; }
+
+        private async Task<(int Nc, int Sleep)> SpawnAsync(string tag, string nc)
+        {
+            string f = "/tmp/vmi-nf-" + tag;
+            GuestReply r = await guest.ShellAsync($"rm -f {f}; mkfifo {f}; {nc} <{f} >/dev/null 2>&1 & N=$!; sleep 100000 >{f} & S=$!; sleep 1; echo \"@@PIDS $N $S\"");
+            string line = r.Lines.Single(l => l.StartsWith("@@PIDS ", StringComparison.Ordinal));
+            int[] pids = [.. line.Split(' ')[1..].Select(x => int.Parse(x, CultureInfo.InvariantCulture))];
+            _pids.AddRange(pids);
+            return (pids[0], pids[1]);
+        }
+
+        public async Task ListenAsync() => ServerPid = (await SpawnAsync("server", "nc -l -p 8080")).Nc;
+
+        public async Task ConnectAsync() => ClientPid = (await SpawnAsync("client", "nc 127.0.0.1 8080")).Nc;
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_pids.Count == 0)
+                return;
+            string list = string.Join(' ', _pids);
+            await guest.ShellAsync($"kill {list} 2>/dev/null; rm -f /tmp/vmi-nf-server /tmp/vmi-nf-client; true");
+            // Orphans are reaped by the guest's init shell while it waits for its next command.
+            for (int i = 0; i < 10; i++)
+            {
+                GuestReply r = await guest.ShellAsync($"for p in {list}; do [ -e /proc/$p ] && echo \"@@ALIVE $p\"; done; true");
+                if (!r.Lines.Any(l => l.StartsWith("@@ALIVE", StringComparison.Ordinal)))
+                    return;
+                await Task.Delay(500);
+            }
+        }
+    }
+
     private sealed record ProcSocket(string Protocol, string Local, int LocalPort, string Remote, int RemotePort, int State, ulong Inode);
 
     /// <summary>"0100007F:1F90": the address as the kernel's u32 (or 4 u32 for IPv6) words printed %08X, the port in host order.</summary>
@@ -62,6 +105,12 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
     public async Task Sockets_equal_the_guests_proc_net()
     {
         var kernel = await BootstrapAsync();
+        await using var connection = new Connection(lab.Guest);
+        await connection.ListenAsync();
+        // Before a client connects, the 8080 listener is there and belongs to nc.
+        LinuxSocket listening = Assert.Single(kernel.GetSockets().Items, s => s.LocalPort == 8080 && s.State == "LISTEN");
+        Assert.Equal(("nc", connection.ServerPid), (listening.Comm, listening.Pid));
+        await connection.ConnectAsync();
         KernelList<LinuxSocket> list = kernel.GetSockets();
         List<ProcSocket> truth = await GuestSocketsAsync();
         foreach (var s in list.Items)
@@ -79,17 +128,17 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
             Assert.Contains(m, truth);
         Assert.Equal(list.Items.Count, list.Items.Select(s => s.SockAddress).Distinct().Count());
 
-        // The listener on 8080 (or, if nc closed it after accepting, its accepted socket) belongs to nc.
-        var port8080 = list.Items.Where(s => s.Protocol.StartsWith("tcp", StringComparison.Ordinal) && s.LocalPort == 8080).ToList();
-        Assert.NotEmpty(port8080);
-        Assert.All(port8080, s => Assert.Equal("nc", s.Comm));
         Assert.Contains(list.Items, s => s.Protocol.StartsWith("tcp", StringComparison.Ordinal) && s.LocalPort == 8081 && s.State == "LISTEN" && s.Comm == "nc");
-        Assert.Contains(list.Items, s => s.Protocol.StartsWith("udp", StringComparison.Ordinal) && s.LocalPort == 5353 && s.Comm == "nc");
+        // Every socket on 8080 is nc's (busybox nc -l closes its listener once it has accepted).
+        Assert.All(list.Items.Where(s => s.LocalPort == 8080 || s.RemotePort == 8080), s => Assert.Equal("nc", s.Comm));
+        Assert.All(truth.Where(t => t.Protocol.StartsWith("udp", StringComparison.Ordinal) && t.LocalPort == 5353 && t.Inode != 0),
+            t => Assert.Contains(list.Items, s => s.Inode == t.Inode && s.Comm == "nc"));
 
         // The established loopback connection, seen from both ends.
         LinuxSocket client = Assert.Single(list.Items, s => s.RemotePort == 8080 && s.State == "ESTABLISHED");
         LinuxSocket server = Assert.Single(list.Items, s => s.LocalPort == 8080 && s.State == "ESTABLISHED");
         Assert.Equal(("nc", "nc"), (client.Comm, server.Comm));
+        Assert.Equal((connection.ClientPid, connection.ServerPid), (client.Pid, server.Pid));
         Assert.Equal(client.LocalPort, server.RemotePort);
         Assert.NotEqual(client.Pid, server.Pid);
         Assert.Contains(client.RemoteAddress, new[] { "127.0.0.1", "::ffff:127.0.0.1" });
@@ -99,6 +148,9 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
     public async Task Open_files_equal_proc_pid_fd()
     {
         var kernel = await BootstrapAsync();
+        await using var connection = new Connection(lab.Guest);
+        await connection.ListenAsync();
+        await connection.ConnectAsync();
         var procs = kernel.GetProcesses().Items;
         var sockets = kernel.GetSockets().Items;
         LinuxSocket listener = sockets.First(s => s.LocalPort == 8081 && s.State == "LISTEN");
@@ -138,6 +190,9 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
     [Fact]
     public async Task Cli_netstat_lists_port_8080()
     {
+        await using var connection = new Connection(lab.Guest);
+        await connection.ListenAsync();
+        await connection.ConnectAsync();
         CliResult r = await VmiCli.RunAsync("netstat", "--target", lab.Guest.Vm.TargetSpec, "--json");
         output.WriteLine(r.StandardError);
         Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}: {r.StandardError}");

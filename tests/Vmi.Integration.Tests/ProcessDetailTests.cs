@@ -30,4 +30,28 @@ public sealed class ProcessDetailTests(LabFixture lab)
         var kthread = kernel.GetProcesses().Items.First(p => p.IsKernelThread);
         Assert.Null(kthread.ExePath);
     }
+
+    [Fact]
+    public async Task Btf_from_the_vmlinux_file_gives_the_same_layouts_as_guest_memory()
+    {
+        await using var target = await QemuTarget.FromVmAsync(lab.Guest.Vm);
+        VcpuRegisters regs = await target.GetRegistersAsync(0);
+        string vmlinux = Path.Combine(Path.GetTempPath(), $"vmi-vmlinux-{Environment.ProcessId}");
+        try
+        {
+            await Vmi.Linux.Image.BzImage.ExtractVmlinuxAsync(lab.Artifacts.KernelPath, vmlinux, CancellationToken.None);
+            var fromMemory = LinuxProfile.Bootstrap(lab.Guest.Vm.Memory, regs.Paging);
+            var fromFile = LinuxProfile.Bootstrap(lab.Guest.Vm.Memory, regs.Paging, btfFile: vmlinux);
+            Assert.Equal(fromMemory.Types.TypeCount, fromFile.Types.TypeCount);
+            foreach (var (type, member) in new[] { ("task_struct", "tasks"), ("task_struct", "real_cred"), ("mm_struct", "pgd"), ("module", "list"), ("cred", "euid.val") })
+                Assert.Equal(fromMemory.Types.OffsetOf(type, member), fromFile.Types.OffsetOf(type, member));
+            Assert.Equal(fromMemory.Types.SizeOf("task_struct"), fromFile.Types.SizeOf("task_struct"));
+            Assert.Equal(fromMemory.CreateKernel(lab.Guest.Vm.Memory, regs.Paging).GetProcesses().Items.Count,
+                fromFile.CreateKernel(lab.Guest.Vm.Memory, regs.Paging).GetProcesses().Items.Count);
+        }
+        finally
+        {
+            File.Delete(vmlinux);
+        }
+    }
 }

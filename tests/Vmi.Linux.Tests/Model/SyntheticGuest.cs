@@ -127,7 +127,7 @@ internal sealed class SyntheticGuest
     public byte[] ReadBytes(ulong va, int length)
     {
         var b = new byte[length];
-        Memory.Read(Phys(va), b);
+        Memory.TryRead(Phys(va), b);
         return b;
     }
 
