@@ -438,57 +438,20 @@ public sealed class GdbRemoteClient : IAsyncDisposable
 
     // ---- connection and handshake -------------------------------------------------------------
 
-    private static async Task<Socket> ConnectSocketAsync(string host, int port, string endpoint, TimeSpan timeout, Func<TimeSpan> remaining, CancellationToken ct)
-    {
-        SocketException? last = null;
-        while (true)
-        {
-            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            try
+    private static Task<Socket> ConnectSocketAsync(string host, int port, string endpoint, TimeSpan timeout, Func<TimeSpan> remaining, CancellationToken ct) =>
+        SocketConnector.ConnectWithRetryAsync(
+            () => new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true },
+            (socket, token) => IPAddress.TryParse(host, out IPAddress? address)
+                ? socket.ConnectAsync(new IPEndPoint(address, port), token)
+                : socket.ConnectAsync(host, port, token),
+            remaining,
+            last =>
             {
-                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                attempt.CancelAfter(Clamp(remaining()));
-                if (IPAddress.TryParse(host, out IPAddress? address))
-                {
-                    await socket.ConnectAsync(new IPEndPoint(address, port), attempt.Token).ConfigureAwait(false);
-                }
-                else
-                {
-                    await socket.ConnectAsync(host, port, attempt.Token).ConfigureAwait(false);
-                }
-
-                return socket;
-            }
-            catch (SocketException e)
-            {
-                // ECONNREFUSED while QEMU is still starting up.
-                socket.Dispose();
-                last = e;
-            }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-            {
-                socket.Dispose();
-                break;
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-
-            TimeSpan left = remaining();
-            if (left <= TimeSpan.Zero)
-            {
-                break;
-            }
-
-            await Task.Delay(left < TimeSpan.FromMilliseconds(50) ? left : TimeSpan.FromMilliseconds(50), ct).ConfigureAwait(false);
-        }
-
-        string message = $"Could not connect to the gdb stub at {endpoint} within {timeout.TotalSeconds:0.#} s ({last?.Message ?? "timed out"}). " +
-                         $"Is QEMU running with -gdb tcp:{endpoint}?";
-        throw last is null ? new TargetException(message) : new TargetException(message, last);
-    }
+                string message = $"Could not connect to the gdb stub at {endpoint} within {timeout.TotalSeconds:0.#} s ({last?.Message ?? "timed out"}). " +
+                                 $"Is QEMU running with -gdb tcp:{endpoint}?";
+                return last is null ? new TargetException(message) : new TargetException(message, last);
+            },
+            ct);
 
     private Task HandshakeAsync(CancellationToken ct) =>
         RunAsync(async token =>

@@ -322,51 +322,15 @@ public sealed class QmpClient : IAsyncDisposable
         _lifetime.Dispose();
     }
 
-    private static async Task<Socket> ConnectSocketAsync(string path, TimeSpan timeout, Func<TimeSpan> remaining, CancellationToken ct)
-    {
-        var endpoint = new UnixDomainSocketEndPoint(path);
-        SocketException? last = null;
-        while (true)
-        {
-            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
-            {
-                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                attempt.CancelAfter(Clamp(remaining()));
-                await socket.ConnectAsync(endpoint, attempt.Token).ConfigureAwait(false);
-                return socket;
-            }
-            catch (SocketException e)
-            {
-                // ENOENT / ECONNREFUSED while QEMU is still starting up.
-                socket.Dispose();
-                last = e;
-            }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-            {
-                socket.Dispose();
-                break;
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-
-            TimeSpan left = remaining();
-            if (left <= TimeSpan.Zero)
-            {
-                break;
-            }
-
-            await Task.Delay(left < TimeSpan.FromMilliseconds(50) ? left : TimeSpan.FromMilliseconds(50), ct).ConfigureAwait(false);
-        }
-
-        string why = last is null ? "timed out" : last.Message;
-        throw new TargetException(
-            $"Could not connect to the QMP socket '{path}' within {timeout.TotalSeconds:0.#} s ({why}). " +
-            $"Is QEMU running with -qmp unix:{path},server=on,wait=off?", last!);
-    }
+    private static Task<Socket> ConnectSocketAsync(string path, TimeSpan timeout, Func<TimeSpan> remaining, CancellationToken ct) =>
+        SocketConnector.ConnectWithRetryAsync(
+            () => new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified),
+            (socket, token) => socket.ConnectAsync(new UnixDomainSocketEndPoint(path), token),
+            remaining,
+            last => new TargetException(
+                $"Could not connect to the QMP socket '{path}' within {timeout.TotalSeconds:0.#} s ({(last is null ? "timed out" : last.Message)}). " +
+                $"Is QEMU running with -qmp unix:{path},server=on,wait=off?", last ?? new SocketException((int)SocketError.TimedOut)),
+            ct);
 
     private static TimeSpan Clamp(TimeSpan t) => t > TimeSpan.FromMilliseconds(1) ? t : TimeSpan.FromMilliseconds(1);
 
