@@ -54,4 +54,19 @@ public sealed class ProcessDetailTests(LabFixture lab)
             File.Delete(vmlinux);
         }
     }
+
+    [Fact]
+    public async Task Sysfs_module_view_equals_sys_module_and_links_the_loaded_modules()
+    {
+        await using var target = await QemuTarget.FromVmAsync(lab.Guest.Vm);
+        VcpuRegisters regs = await target.GetRegistersAsync(0);
+        var kernel = LinuxProfile.Bootstrap(lab.Guest.Vm.Memory, regs.Paging).CreateKernel(lab.Guest.Vm.Memory, regs.Paging);
+        var sysfs = kernel.GetSysfsModules();
+        Assert.True(sysfs.IsComplete, string.Join("\n", sysfs.Issues));
+        var reply = await lab.Guest.ShellAsync("ls /sys/module");
+        var truth = reply.Lines.SelectMany(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(truth, sysfs.Items.Select(m => m.Name).Order(StringComparer.Ordinal).ToList());
+        foreach (var m in kernel.GetModules().Items)
+            Assert.Equal(m.ModuleAddress, Assert.Single(sysfs.Items, s => s.Name == m.Name).Module);
+    }
 }

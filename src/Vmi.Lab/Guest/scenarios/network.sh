@@ -1,9 +1,9 @@
-# Loopback TCP/UDP sockets with known owners, for socket introspection (traffic stays inside the guest).
+# Loopback TCP sockets with known owners, for socket introspection (traffic stays inside the guest).
+# Background jobs get /dev/null as stdin: feed nc from sleep so connections stay open.
 ip link set lo up
-nc -l -p 8080 >/dev/null &
-nc -l -p 8081 >/dev/null &
-nc -u -l -p 5353 >/dev/null &
+sleep 100000 | nc -l -p 9090 >/dev/null &
+sleep 100000 | nc -l -p 9091 >/dev/null &
 sleep 1
-(sleep 100000 | nc 127.0.0.1 8080) &
+sleep 100000 | nc 127.0.0.1 9090 >/dev/null &
 sleep 1
 echo "@@VMI-NETWORK-READY" > /dev/console
