@@ -12,8 +12,8 @@ using Xunit.Abstractions;
 namespace Vmi.Integration.Tests;
 
 /// <summary>
-/// Sockets and open files of the live lab guest (scenario "network": nc listeners on 8080/8081 and UDP
-/// 5353, one established loopback connection to 8080) against the guest's own /proc view.
+/// Sockets and open files of the live lab guest (scenario "network": an nc listener on 9091 and an
+/// established loopback connection to 9090, plus the pair the tests open on 8080) against the guest's own /proc view.
 /// </summary>
 [Collection(LabCollection.Name)]
 public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper output)
@@ -128,13 +128,15 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
             Assert.Contains(m, truth);
         Assert.Equal(list.Items.Count, list.Items.Select(s => s.SockAddress).Distinct().Count());
 
-        Assert.Contains(list.Items, s => s.Protocol.StartsWith("tcp", StringComparison.Ordinal) && s.LocalPort == 8081 && s.State == "LISTEN" && s.Comm == "nc");
+        Assert.Contains(list.Items, s => s.Protocol.StartsWith("tcp", StringComparison.Ordinal) && s.LocalPort == 9091 && s.State == "LISTEN" && s.Comm == "nc");
         // Every socket on 8080 is nc's (busybox nc -l closes its listener once it has accepted).
         Assert.All(list.Items.Where(s => s.LocalPort == 8080 || s.RemotePort == 8080), s => Assert.Equal("nc", s.Comm));
         Assert.All(truth.Where(t => t.Protocol.StartsWith("udp", StringComparison.Ordinal) && t.LocalPort == 5353 && t.Inode != 0),
             t => Assert.Contains(list.Items, s => s.Inode == t.Inode && s.Comm == "nc"));
 
-        // The established loopback connection, seen from both ends.
+        // The scenario's long-lived connection to 9090 and the tests' own to 8080, each seen from both ends.
+        Assert.Single(list.Items, s => s.RemotePort == 9090 && s.State == "ESTABLISHED" && s.Comm == "nc");
+        Assert.Single(list.Items, s => s.LocalPort == 9090 && s.State == "ESTABLISHED" && s.Comm == "nc");
         LinuxSocket client = Assert.Single(list.Items, s => s.RemotePort == 8080 && s.State == "ESTABLISHED");
         LinuxSocket server = Assert.Single(list.Items, s => s.LocalPort == 8080 && s.State == "ESTABLISHED");
         Assert.Equal(("nc", "nc"), (client.Comm, server.Comm));
@@ -153,7 +155,7 @@ public sealed class NetworkAndFilesTests(LabFixture lab, ITestOutputHelper outpu
         await connection.ConnectAsync();
         var procs = kernel.GetProcesses().Items;
         var sockets = kernel.GetSockets().Items;
-        LinuxSocket listener = sockets.First(s => s.LocalPort == 8081 && s.State == "LISTEN");
+        LinuxSocket listener = sockets.First(s => s.LocalPort == 9091 && s.State == "LISTEN");
         LinuxSocket server = sockets.First(s => s.LocalPort == 8080 && s.State == "ESTABLISHED");
         LinuxSocket client = sockets.First(s => s.RemotePort == 8080 && s.State == "ESTABLISHED");
         int checkedPids = 0;
