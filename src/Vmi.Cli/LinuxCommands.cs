@@ -56,27 +56,38 @@ internal static class LinuxCommands
         return issues.Count == 0 ? CommandRunner.ExitOk : CommandRunner.ExitPartial;
     }
 
-    private static Command Ps()
+
+    /// <summary>
+    /// A command that prints one kernel list: a table, or JSON with --json; warnings and exit code 3
+    /// when the walk met corrupt memory.
+    /// </summary>
+    private static Command ListCommand<T>(string name, string description, Func<ParseResult, LinuxKernel, KernelList<T>> get,
+        Func<T, object> toJson, string? header, Func<T, string?> toLine, params Option[] extra)
     {
-        var cmd = new Command("ps", "List the guest's processes from its kernel's task list.");
+        var cmd = new Command(name, description);
         var c = AddCommon(cmd);
+        foreach (var o in extra)
+            cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
             await using (target.ConfigureAwait(false))
             {
-                var list = kernel.GetProcesses();
-                var procs = list.Items.OrderBy(p => p.Pid).ToList();
+                var list = get(parse, kernel);
                 if (parse.GetValue(c.JsonOut))
                 {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(procs.Select(ToJson), Json));
+                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(toJson), Json));
                 }
                 else
                 {
                     var sb = new StringBuilder();
-                    sb.Append(CultureInfo.InvariantCulture, $"{"PID",7} {"PPID",7} {"UID",6} {"STATE",6} {"COMM",-16} CMDLINE\n");
-                    foreach (var p in procs)
-                        sb.Append(CultureInfo.InvariantCulture, $"{p.Pid,7} {p.Ppid,7} {p.Uid,6} {p.State,6} {p.Comm,-16} {(p.IsKernelThread ? $"[{p.Comm}]" : string.Join(' ', p.Cmdline))}\n");
+                    if (header is not null)
+                        sb.Append(header).Append('\n');
+                    foreach (T item in list.Items)
+                    {
+                        if (toLine(item) is string line)
+                            sb.Append(line).Append('\n');
+                    }
                     Console.Out.Write(sb.ToString());
                 }
                 return ReportIssues(list.Issues);
@@ -84,6 +95,92 @@ internal static class LinuxCommands
         });
         return cmd;
     }
+
+    private static LinuxProcess FindProcess(LinuxKernel kernel, int pid)
+    {
+        var procs = kernel.GetProcesses();
+        return procs.Items.FirstOrDefault(x => x.Pid == pid)
+            ?? throw new Vmi.Core.GuestMemoryException($"no process {pid} in the guest's task list ({procs.Items.Count} processes).");
+    }
+
+    private static Option<int> PidOption() => new("--pid") { Description = "Process id.", Required = true };
+
+    private static Command Ps() => ListCommand("ps", "List the guest's processes from its kernel's task list.",
+        (_, k) => k.GetProcesses() is var l ? l with { Items = l.Items.OrderBy(p => p.Pid).ToList() } : l,
+        ToJson,
+        FormattableString.Invariant($"{"PID",7} {"PPID",7} {"UID",6} {"STATE",6} {"COMM",-16} CMDLINE"),
+        p => FormattableString.Invariant($"{p.Pid,7} {p.Ppid,7} {p.Uid,6} {p.State,6} {p.Comm,-16} {(p.IsKernelThread ? $"[{p.Name}]" : string.Join(' ', p.Cmdline))}"));
+
+    private static Command Lsmod() => ListCommand("lsmod", "List the guest's loaded kernel modules from its module list.",
+        (_, k) => k.GetModules(),
+        m => new { name = m.Name, size = m.Size, refCount = m.RefCount, state = m.State, address = Hex(m.CoreBase), module = Hex(m.ModuleAddress) },
+        FormattableString.Invariant($"{"Module",-24} {"Size",8} {"Used",5} {"State",-10} Address"),
+        m => FormattableString.Invariant($"{m.Name,-24} {m.Size,8} {m.RefCount,5} {m.State,-10} 0x{m.CoreBase:x16}"));
+
+    private static Command Maps()
+    {
+        var pid = PidOption();
+        return ListCommand("maps", "Print a process's memory mappings from its kernel maple tree (like /proc/PID/maps).",
+            (parse, k) => k.GetMappings(FindProcess(k, parse.GetValue(pid))),
+            v => new
+            {
+                start = Hex(v.Start), end = Hex(v.End), perms = v.Permissions, offset = Hex(v.File == 0 ? 0 : v.PageOffset << 12),
+                flags = Hex(v.Flags), path = v.Path, vma = Hex(v.Address),
+            },
+            null,
+            v => FormattableString.Invariant($"{v.Start:x8}-{v.End:x8} {v.Permissions} {(v.File == 0 ? 0 : v.PageOffset << 12):x8} {v.Path}"),
+            pid);
+    }
+
+    private static Command Files()
+    {
+        var pid = PidOption();
+        return ListCommand("files", "List a process's open file descriptors from its kernel fd table (like ls -l /proc/PID/fd).",
+            (parse, k) => k.GetOpenFiles(FindProcess(k, parse.GetValue(pid))),
+            f => new { fd = f.Fd, path = f.Path, socket = f.IsSocket, inode = f.Inode, file = Hex(f.File) },
+            null,
+            f => FormattableString.Invariant($"{f.Fd,5} -> {f.Path ?? "?"}"),
+            pid);
+    }
+
+    private static Command Syscalls() => ListCommand("syscalls", "Print the guest's system call table with the symbol each entry points into.",
+        (_, k) => k.GetSyscallTable(),
+        e => new { nr = e.Number, handler = Hex(e.Handler), symbol = e.Symbol, offset = e.SymbolOffset, inKernelText = e.InKernelText },
+        null,
+        e => FormattableString.Invariant($"{e.Number,4}  {Hex(e.Handler),-18}  {Where(e.Symbol, e.SymbolOffset, e.InKernelText)}"));
+
+    private static Command Idt() => ListCommand("idt", "Print the guest's interrupt descriptor table (idt_table) with handler symbols.",
+        (_, k) => k.GetIdt(),
+        e => new
+        {
+            vector = e.Vector, present = e.Present, handler = Hex(e.Handler), selector = e.Selector, type = e.GateType, dpl = e.Dpl, ist = e.Ist,
+            symbol = e.Symbol, offset = e.SymbolOffset, inKernelText = e.InKernelText,
+        },
+        null,
+        e => e.Present
+            ? FormattableString.Invariant($"{e.Vector,3}  {Hex(e.Handler),-18}  sel {e.Selector:x2} type {e.GateType:x} dpl {e.Dpl} ist {e.Ist}  {Where(e.Symbol, e.SymbolOffset, e.InKernelText)}")
+            : null);
+
+    private static Command Netstat() => ListCommand("netstat",
+        "List the guest's TCP and UDP sockets with their owning processes, from the processes' open socket files (like netstat -tunap).",
+        (_, k) => k.GetSockets() is var l
+            ? l with { Items = l.Items.OrderBy(s => s.Protocol, StringComparer.Ordinal).ThenBy(s => s.LocalPort).ThenBy(s => s.Pid).ToList() }
+            : l,
+        s => new
+        {
+            proto = s.Protocol, localAddress = s.LocalAddress, localPort = s.LocalPort, remoteAddress = s.RemoteAddress, remotePort = s.RemotePort,
+            state = s.State, inode = s.Inode, pid = s.Pid, comm = s.Comm, sock = Hex(s.SockAddress),
+        },
+        FormattableString.Invariant($"{"Proto",-6} {"Local Address",-28} {"Foreign Address",-28} {"State",-12} {"Inode",8} PID/Program name"),
+        s =>
+        {
+            bool v6 = s.Protocol.EndsWith('6');
+            string state = s.Protocol.StartsWith("udp", StringComparison.Ordinal) && s.State == "CLOSE" ? "" : s.State;
+            return FormattableString.Invariant($"{s.Protocol,-6} {Endpoint(s.LocalAddress, s.LocalPort, v6),-28} {Endpoint(s.RemoteAddress, s.RemotePort, v6),-28} {state,-12} {s.Inode,8} {s.Pid}/{s.Comm}");
+        });
+
+    private static string Endpoint(string address, int port, bool v6) =>
+        (v6 ? "[" + address + "]" : address) + ":" + (port == 0 ? "*" : port.ToString(CultureInfo.InvariantCulture));
 
     private static object ToJson(LinuxProcess p) => new
     {
@@ -134,141 +231,14 @@ internal static class LinuxCommands
         return cmd;
     }
 
-    private static Command Lsmod()
-    {
-        var cmd = new Command("lsmod", "List the guest's loaded kernel modules from its module list.");
-        var c = AddCommon(cmd);
-        cmd.SetAction(async (parse, ct) =>
-        {
-            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
-            await using (target.ConfigureAwait(false))
-            {
-                var list = kernel.GetModules();
-                if (parse.GetValue(c.JsonOut))
-                {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(m => new
-                    {
-                        name = m.Name, size = m.Size, refCount = m.RefCount, state = m.State,
-                        address = "0x" + m.CoreBase.ToString("x", CultureInfo.InvariantCulture),
-                        module = "0x" + m.ModuleAddress.ToString("x", CultureInfo.InvariantCulture),
-                    }), Json));
-                }
-                else
-                {
-                    var sb = new StringBuilder();
-                    sb.Append(CultureInfo.InvariantCulture, $"{"Module",-24} {"Size",8} {"Used",5} {"State",-10} Address\n");
-                    foreach (var m in list.Items)
-                        sb.Append(CultureInfo.InvariantCulture, $"{m.Name,-24} {m.Size,8} {m.RefCount,5} {m.State,-10} 0x{m.CoreBase:x16}\n");
-                    Console.Out.Write(sb.ToString());
-                }
-                return ReportIssues(list.Issues);
-            }
-        });
-        return cmd;
-    }
 
     private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
 
     private static string Where(string? symbol, ulong offset, bool inText) =>
         (symbol is null ? "?" : offset == 0 ? symbol : FormattableString.Invariant($"{symbol}+0x{offset:x}")) + (inText ? "" : "  [outside kernel text]");
 
-    private static Command Maps()
-    {
-        var cmd = new Command("maps", "Print a process's memory mappings from its kernel maple tree (like /proc/PID/maps).");
-        var c = AddCommon(cmd);
-        var pid = new Option<int>("--pid") { Description = "Process id.", Required = true };
-        cmd.Options.Add(pid);
-        cmd.SetAction(async (parse, ct) =>
-        {
-            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
-            await using (target.ConfigureAwait(false))
-            {
-                var procs = kernel.GetProcesses();
-                int want = parse.GetValue(pid);
-                LinuxProcess p = procs.Items.FirstOrDefault(x => x.Pid == want)
-                    ?? throw new Vmi.Core.GuestMemoryException($"no process {want} in the guest's task list ({procs.Items.Count} processes).");
-                var list = kernel.GetMappings(p);
-                if (parse.GetValue(c.JsonOut))
-                {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(v => new
-                    {
-                        start = Hex(v.Start), end = Hex(v.End), perms = v.Permissions, offset = Hex(v.File == 0 ? 0 : v.PageOffset << 12),
-                        flags = Hex(v.Flags), path = v.Path, vma = Hex(v.Address),
-                    }), Json));
-                }
-                else
-                {
-                    var sb = new StringBuilder();
-                    foreach (var v in list.Items)
-                        sb.Append(CultureInfo.InvariantCulture, $"{v.Start:x8}-{v.End:x8} {v.Permissions} {(v.File == 0 ? 0 : v.PageOffset << 12):x8} {v.Path}\n");
-                    Console.Out.Write(sb.ToString());
-                }
-                return ReportIssues(list.Issues);
-            }
-        });
-        return cmd;
-    }
 
-    private static Command Syscalls()
-    {
-        var cmd = new Command("syscalls", "Print the guest's system call table with the symbol each entry points into.");
-        var c = AddCommon(cmd);
-        cmd.SetAction(async (parse, ct) =>
-        {
-            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
-            await using (target.ConfigureAwait(false))
-            {
-                var list = kernel.GetSyscallTable();
-                if (parse.GetValue(c.JsonOut))
-                {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(e => new
-                    {
-                        nr = e.Number, handler = Hex(e.Handler), symbol = e.Symbol, offset = e.SymbolOffset, inKernelText = e.InKernelText,
-                    }), Json));
-                }
-                else
-                {
-                    var sb = new StringBuilder();
-                    foreach (var e in list.Items)
-                        sb.Append(CultureInfo.InvariantCulture, $"{e.Number,4}  {Hex(e.Handler),-18}  {Where(e.Symbol, e.SymbolOffset, e.InKernelText)}\n");
-                    Console.Out.Write(sb.ToString());
-                }
-                return ReportIssues(list.Issues);
-            }
-        });
-        return cmd;
-    }
 
-    private static Command Idt()
-    {
-        var cmd = new Command("idt", "Print the guest's interrupt descriptor table (idt_table) with handler symbols.");
-        var c = AddCommon(cmd);
-        cmd.SetAction(async (parse, ct) =>
-        {
-            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
-            await using (target.ConfigureAwait(false))
-            {
-                var list = kernel.GetIdt();
-                if (parse.GetValue(c.JsonOut))
-                {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(e => new
-                    {
-                        vector = e.Vector, present = e.Present, handler = Hex(e.Handler), selector = e.Selector, type = e.GateType, dpl = e.Dpl, ist = e.Ist,
-                        symbol = e.Symbol, offset = e.SymbolOffset, inKernelText = e.InKernelText,
-                    }), Json));
-                }
-                else
-                {
-                    var sb = new StringBuilder();
-                    foreach (var e in list.Items.Where(e => e.Present))
-                        sb.Append(CultureInfo.InvariantCulture, $"{e.Vector,3}  {Hex(e.Handler),-18}  sel {e.Selector:x2} type {e.GateType:x} dpl {e.Dpl} ist {e.Ist}  {Where(e.Symbol, e.SymbolOffset, e.InKernelText)}\n");
-                    Console.Out.Write(sb.ToString());
-                }
-                return ReportIssues(list.Issues);
-            }
-        });
-        return cmd;
-    }
 
     private static Command Profile()
     {
@@ -330,78 +300,5 @@ internal static class LinuxCommands
         return cmd;
     }
 
-    private static Command Netstat()
-    {
-        var cmd = new Command("netstat", "List the guest's TCP and UDP sockets with their owning processes, from the processes' open socket files (like netstat -tunap).");
-        var c = AddCommon(cmd);
-        cmd.SetAction(async (parse, ct) =>
-        {
-            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
-            await using (target.ConfigureAwait(false))
-            {
-                var list = kernel.GetSockets();
-                var socks = list.Items.OrderBy(s => s.Protocol, StringComparer.Ordinal).ThenBy(s => s.LocalPort).ThenBy(s => s.Pid).ToList();
-                if (parse.GetValue(c.JsonOut))
-                {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(socks.Select(s => new
-                    {
-                        proto = s.Protocol, localAddress = s.LocalAddress, localPort = s.LocalPort, remoteAddress = s.RemoteAddress, remotePort = s.RemotePort,
-                        state = s.State, inode = s.Inode, pid = s.Pid, comm = s.Comm, sock = Hex(s.SockAddress),
-                    }), Json));
-                }
-                else
-                {
-                    static string Endpoint(string address, int port, bool v6) =>
-                        (v6 ? "[" + address + "]" : address) + ":" + (port == 0 ? "*" : port.ToString(CultureInfo.InvariantCulture));
-                    var sb = new StringBuilder();
-                    sb.Append(CultureInfo.InvariantCulture, $"{"Proto",-6} {"Local Address",-28} {"Foreign Address",-28} {"State",-12} {"Inode",8} PID/Program name\n");
-                    foreach (var s in socks)
-                    {
-                        bool v6 = s.Protocol.EndsWith('6');
-                        string state = s.Protocol.StartsWith("udp", StringComparison.Ordinal) && s.State == "CLOSE" ? "" : s.State;
-                        sb.Append(CultureInfo.InvariantCulture, $"{s.Protocol,-6} {Endpoint(s.LocalAddress, s.LocalPort, v6),-28} {Endpoint(s.RemoteAddress, s.RemotePort, v6),-28} {state,-12} {s.Inode,8} {s.Pid}/{s.Comm}\n");
-                    }
-                    Console.Out.Write(sb.ToString());
-                }
-                return ReportIssues(list.Issues);
-            }
-        });
-        return cmd;
-    }
 
-    private static Command Files()
-    {
-        var cmd = new Command("files", "List a process's open file descriptors from its kernel fd table (like ls -l /proc/PID/fd).");
-        var c = AddCommon(cmd);
-        var pid = new Option<int>("--pid") { Description = "Process id.", Required = true };
-        cmd.Options.Add(pid);
-        cmd.SetAction(async (parse, ct) =>
-        {
-            var (target, _, kernel) = await OpenAsync(parse, c, ct).ConfigureAwait(false);
-            await using (target.ConfigureAwait(false))
-            {
-                var procs = kernel.GetProcesses();
-                int want = parse.GetValue(pid);
-                LinuxProcess p = procs.Items.FirstOrDefault(x => x.Pid == want)
-                    ?? throw new Vmi.Core.GuestMemoryException($"no process {want} in the guest's task list ({procs.Items.Count} processes).");
-                var list = kernel.GetOpenFiles(p);
-                if (parse.GetValue(c.JsonOut))
-                {
-                    Console.Out.WriteLine(JsonSerializer.Serialize(list.Items.Select(f => new
-                    {
-                        fd = f.Fd, path = f.Path, socket = f.IsSocket, inode = f.Inode, file = Hex(f.File),
-                    }), Json));
-                }
-                else
-                {
-                    var sb = new StringBuilder();
-                    foreach (var f in list.Items)
-                        sb.Append(CultureInfo.InvariantCulture, $"{f.Fd,5} -> {f.Path ?? "?"}\n");
-                    Console.Out.Write(sb.ToString());
-                }
-                return ReportIssues(list.Issues);
-            }
-        });
-        return cmd;
-    }
 }

@@ -945,7 +945,10 @@ public sealed class GdbRemoteClient : IAsyncDisposable
                 }
                 catch (StaleStopException) when (retryOnStaleStop && attempt == 0)
                 {
-                    // The VM had been resumed behind the stub's back; the stub stopped it and dropped our packet.
+                    // Either the VM had been resumed behind the stub's back (the stub stopped it and dropped our
+                    // packet), or the stop reply was spontaneous (QEMU stops the VM when a client attaches) and our
+                    // packet was processed after all: its reply may still come. Resynchronise before retrying.
+                    await ResyncLockedAsync(ct).ConfigureAwait(false);
                 }
             }
         }
@@ -957,6 +960,24 @@ public sealed class GdbRemoteClient : IAsyncDisposable
         {
             _commandLock.Release();
         }
+    }
+
+    /// <summary>
+    /// Sends '?' and discards every packet before its stop reply, so a reply that belonged to an earlier,
+    /// possibly duplicated packet cannot answer the next one. Caller holds the command lock.
+    /// </summary>
+    private async Task ResyncLockedAsync(CancellationToken ct)
+    {
+        string? reply = await SendPacketAsync("?", null, ct).ConfigureAwait(false);
+        for (int discarded = 0; discarded < 16; discarded++)
+        {
+            reply ??= await ReceiveReplyAsync("?", ct).ConfigureAwait(false);
+            // The stop that made us resynchronise stays LastStop: '?' only restates that the target is stopped.
+            if (GdbStopReply.TryParse(reply, out _))
+                return;
+            reply = null;
+        }
+        throw new ProtocolException($"gdb stub at {_endpoint} did not answer '?' with a stop reply after 16 other packets.");
     }
 
     /// <summary>Sends a packet and returns its reply. Caller holds the command lock.</summary>
