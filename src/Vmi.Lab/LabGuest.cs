@@ -15,6 +15,7 @@ public sealed class LabGuest : IAsyncDisposable
 {
     private readonly SemaphoreSlim _commandLock = new(1, 1);
     private int _nextId = 1;
+    private int _poweredOff;
 
     private LabGuest(QemuVm vm, string readyLine)
     {
@@ -103,6 +104,8 @@ public sealed class LabGuest : IAsyncDisposable
     /// <summary>Asks the guest to power off and waits for QEMU to exit; falls back to QMP quit.</summary>
     public async Task PowerOffAsync(TimeSpan timeout)
     {
+        if (Interlocked.Exchange(ref _poweredOff, 1) != 0)
+            return;
         if (!Vm.HasExited)
         {
             try

@@ -74,7 +74,8 @@ public sealed class QemuVm : IAsyncDisposable
     /// <summary>"kvm" or "tcg": what the VM actually runs on.</summary>
     public string Accelerator { get; }
     public int ProcessId => _process.Id;
-    public bool HasExited => _process.HasExited;
+    /// <summary>True once QEMU has exited or this VM was shut down.</summary>
+    public bool HasExited => Volatile.Read(ref _disposed) != 0 || _process.HasExited;
     public int? GdbPort { get; }
     /// <summary>The QMP socket Vmi itself holds.</summary>
     public string QmpSocketPath { get; }
