@@ -6,8 +6,18 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* Many small mappings: a region whose pages alternate read-only / read-write cannot be merged,
+ * so it becomes one VMA per page and the process's maple tree grows internal nodes. */
+#define MANY_PAGES 2048
+
 int main(void)
 {
+    unsigned char *many = mmap(NULL, MANY_PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (many == MAP_FAILED)
+        return 1;
+    for (int i = 0; i < MANY_PAGES; i += 2)
+        mprotect(many + (long)i * 4096, 4096, PROT_READ);
+
     unsigned char *page = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (page == MAP_FAILED)
         return 1;
