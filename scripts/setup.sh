@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-packages=(qemu-system-x86 qemu-utils gcc libc6-dev util-linux dpkg apt cpio xz-utils bpftool ca-certificates)
+mapfile -t packages < scripts/debian-packages.txt
 export DEBIAN_FRONTEND=noninteractive
 echo "setup: apt-get update"
 $SUDO apt-get update -qq
@@ -16,3 +16,4 @@ dotnet restore Vmi.sln --verbosity quiet
 dotnet build Vmi.sln -c Release --no-restore --verbosity quiet -nologo
 echo "setup: lab guest"
 ./vmi lab build
+./vmi lab build --flavour cloud-amd64

@@ -12,6 +12,8 @@ public sealed record LinuxOpenFile(int Fd, ulong File, string? Path, bool IsSock
 
 public sealed partial class LinuxKernel
 {
+    private const int MaxPathDepth = 64;
+
     /// <summary>Upper bound of descriptors scanned in one fd table (sysctl fs.nr_open defaults to 1M and caps it).</summary>
     public const int MaxFds = 1 << 20;
     private const int FdChunk = 512;
@@ -108,7 +110,7 @@ public sealed partial class LinuxKernel
                 return new LinuxOpenFile(fd, file, name is null ? null : "anon_inode:" + name, false, ino);
             }
         }
-        return new LinuxOpenFile(fd, file, FullFilePath(file), false, ino);
+        return new LinuxOpenFile(fd, file, FilePath(file), false, ino);
     }
 
     /// <summary>The name of the filesystem type an inode belongs to (inode→i_sb→s_type→name), null when unreadable.</summary>
@@ -141,9 +143,10 @@ public sealed partial class LinuxKernel
     /// <summary>
     /// A file's path as d_path builds it: the dentry chain up to its mount's root, then on through the
     /// mount point in the parent mount (struct mount, which embeds the file's vfsmount), up to the
-    /// mount that is its own parent. Bounded in depth and in mounts crossed.
+    /// mount that is its own parent. Bounded in depth and in mounts crossed. Without a readable
+    /// vfsmount the path is relative to the file's own mount.
     /// </summary>
-    public string? FullFilePath(ulong file)
+    public string? FilePath(ulong file)
     {
         int fPath = Types.OffsetOf("file", "f_path");
         int pathDentry = Types.OffsetOf("path", "dentry");
@@ -157,18 +160,19 @@ public sealed partial class LinuxKernel
         int mountPoint = Types.OffsetOf("mount", "mnt_mountpoint");
         if (!_kernel.TryReadUInt64(file + (ulong)(fPath + pathDentry), out ulong dentry) || dentry == 0)
             return null;
-        if (!_kernel.TryReadUInt64(file + (ulong)(fPath + pathMnt), out ulong vfsmnt) || vfsmnt == 0)
-            return FilePath(file);
-        ulong mount = vfsmnt - (ulong)mountMnt;
+        ulong mount = _kernel.TryReadUInt64(file + (ulong)(fPath + pathMnt), out ulong vfsmnt) && vfsmnt != 0 ? vfsmnt - (ulong)mountMnt : 0;
         var parts = new List<string>();
         int mounts = 0;
         for (int steps = 0; steps < MaxPathDepth * 4; steps++)
         {
-            if (!_kernel.TryReadUInt64(mount + (ulong)(mountMnt + mntRoot), out ulong root)
+            ulong root = 0;
+            if ((mount != 0 && !_kernel.TryReadUInt64(mount + (ulong)(mountMnt + mntRoot), out root))
                 || !_kernel.TryReadUInt64(dentry + (ulong)dParent, out ulong parent))
                 return null;
-            if (dentry == root || parent == dentry || parent == 0)
+            if ((mount != 0 && dentry == root) || parent == dentry || parent == 0)
             {
+                if (mount == 0)
+                    break;
                 // At the root of this mount: continue from its mount point in the parent mount.
                 if (!_kernel.TryReadUInt64(mount + (ulong)mountParent, out ulong parentMount))
                     return null;

@@ -16,7 +16,6 @@ public sealed partial class LinuxKernel
     /// <summary>Bounds for the maple-tree walk: nodes visited and VMAs returned (sysctl max_map_count defaults to 65530).</summary>
     public const int MaxMapleNodes = 1 << 16;
     public const int MaxVmas = 1 << 17;
-    private const int MaxPathDepth = 64;
 
     // lib/maple_tree.c: a node pointer is tagged 0b10 in its low bits, the node type sits in bits 3..6,
     // and nodes are 256-byte aligned.
@@ -152,30 +151,4 @@ public sealed partial class LinuxKernel
 
     private static bool IsMapleNode(ulong entry) => (entry & 3) == 2 && entry > 4096;
 
-    /// <summary>
-    /// A file's path from its dentry chain (f_path.dentry → d_parent …), bounded in depth. Mount points
-    /// are not crossed: the path is relative to the file's own mount, which is the root mount in the lab.
-    /// </summary>
-    public string? FilePath(ulong file)
-    {
-        int fPath = Types.OffsetOf("file", "f_path");
-        int pathDentry = Types.OffsetOf("path", "dentry");
-        int dParent = Types.OffsetOf("dentry", "d_parent");
-        int dName = Types.OffsetOf("dentry", "d_name");
-        int qstrName = Types.OffsetOf("qstr", "name");
-        if (!_kernel.TryReadUInt64(file + (ulong)(fPath + pathDentry), out ulong dentry) || dentry == 0)
-            return null;
-        var parts = new List<string>();
-        for (int depth = 0; depth < MaxPathDepth; depth++)
-        {
-            if (!_kernel.TryReadUInt64(dentry + (ulong)(dName + qstrName), out ulong namePtr) || !_kernel.TryReadUInt64(dentry + (ulong)dParent, out ulong parent))
-                return null;
-            if (parent == dentry || parent == 0)
-                break; // the root dentry is its own parent
-            parts.Add(ReadCString(namePtr, 256));
-            dentry = parent;
-        }
-        parts.Reverse();
-        return "/" + string.Join('/', parts);
-    }
 }
