@@ -186,7 +186,7 @@ internal static class LinuxCommands
     {
         pid = p.Pid, ppid = p.Ppid, uid = p.Uid, gid = p.Gid, euid = p.Euid, comm = p.Comm, name = p.Name, state = p.State,
         startTimeNs = p.StartTimeNs, kernelThread = p.IsKernelThread, exe = p.ExePath, threads = p.Threads, cmdline = p.Cmdline, cmdlineError = p.CmdlineError,
-        task = "0x" + p.TaskAddress.ToString("x", CultureInfo.InvariantCulture),
+        task = "0x" + p.TaskAddress.ToString("x", CultureInfo.InvariantCulture), pageTable = Hex(p.PageTablePhysical),
     };
 
     private static Command PsTree()

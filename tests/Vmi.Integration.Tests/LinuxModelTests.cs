@@ -34,6 +34,7 @@ public sealed class LinuxModelTests(LabFixture lab, ITestOutputHelper output)
         Assert.Equal(0, init.GetProperty("uid").GetInt32());
         Assert.Equal("init", init.GetProperty("comm").GetString());
         Assert.Equal(JsonValueKind.Array, init.GetProperty("cmdline").ValueKind);
+        Assert.NotEqual("0x0", init.GetProperty("pageTable").GetString());
         var truthInit = lab.Truth.Processes.Single(p => p.Pid == 1);
         Assert.Equal(truthInit.Cmdline, init.GetProperty("cmdline").EnumerateArray().Select(e => e.GetString()!).ToArray());
 

@@ -148,19 +148,17 @@ public sealed partial class LinuxKernel
     /// </summary>
     public string? FilePath(ulong file)
     {
-        int fPath = Types.OffsetOf("file", "f_path");
-        int pathDentry = Types.OffsetOf("path", "dentry");
-        int pathMnt = Types.OffsetOf("path", "mnt");
-        int dParent = Types.OffsetOf("dentry", "d_parent");
-        int dName = Types.OffsetOf("dentry", "d_name");
-        int qstrName = Types.OffsetOf("qstr", "name");
-        int mntRoot = Types.OffsetOf("vfsmount", "mnt_root");
-        int mountMnt = Types.OffsetOf("mount", "mnt");
-        int mountParent = Types.OffsetOf("mount", "mnt_parent");
-        int mountPoint = Types.OffsetOf("mount", "mnt_mountpoint");
+        // Layouts the kernel may lack make the path shorter (no mount crossing) or unknown, never an exception.
+        if (!Types.TryOffsetOf("file", "f_path", out int fPath) || !Types.TryOffsetOf("path", "dentry", out int pathDentry)
+            || !Types.TryOffsetOf("dentry", "d_parent", out int dParent) || !Types.TryOffsetOf("dentry", "d_name", out int dName)
+            || !Types.TryOffsetOf("qstr", "name", out int qstrName))
+            return null;
+        bool canCrossMounts = Types.TryOffsetOf("path", "mnt", out int pathMnt) & Types.TryOffsetOf("vfsmount", "mnt_root", out int mntRoot)
+            & Types.TryOffsetOf("mount", "mnt", out int mountMnt) & Types.TryOffsetOf("mount", "mnt_parent", out int mountParent)
+            & Types.TryOffsetOf("mount", "mnt_mountpoint", out int mountPoint);
         if (!_kernel.TryReadUInt64(file + (ulong)(fPath + pathDentry), out ulong dentry) || dentry == 0)
             return null;
-        ulong mount = _kernel.TryReadUInt64(file + (ulong)(fPath + pathMnt), out ulong vfsmnt) && vfsmnt != 0 ? vfsmnt - (ulong)mountMnt : 0;
+        ulong mount = canCrossMounts && _kernel.TryReadUInt64(file + (ulong)(fPath + pathMnt), out ulong vfsmnt) && vfsmnt != 0 ? vfsmnt - (ulong)mountMnt : 0;
         var parts = new List<string>();
         int mounts = 0;
         for (int steps = 0; steps < MaxPathDepth * 4; steps++)
