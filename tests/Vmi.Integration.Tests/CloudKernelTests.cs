@@ -19,7 +19,7 @@ public sealed class CloudKernelTests(CloudLabFixture lab, ITestOutputHelper outp
         Assert.Contains("cloud-amd64", profile.Banner, StringComparison.Ordinal);
         IReadOnlyDictionary<string, int> cloud = LinuxModelChecks.ModelLayout(profile.Types);
         // The default flavour's layout from its own image (no second boot).
-        BtfTypes defaultTypes = await CloudLabArtifactsForTests.ReadBtfAsync(await LabArtifactsForTests.GetAsync());
+        BtfTypes defaultTypes = await LabArtifactsForTests.ReadBtfAsync(await LabArtifactsForTests.GetAsync());
         IReadOnlyDictionary<string, int> amd64 = LinuxModelChecks.ModelLayout(defaultTypes);
         var differing = new List<string>();
         foreach (var (name, offset) in cloud)
@@ -55,7 +55,7 @@ public sealed class CloudKernelTests(CloudLabFixture lab, ITestOutputHelper outp
     [Fact]
     public async Task Module_list_equals_proc_modules()
     {
-        Assert.True(lab.ModulesLoaded, $"the {CloudLabFixture.Scenarios} scenario loaded no module on {lab.Truth.Version}");
+        Assert.True(lab.ModulesLoaded, $"the {lab.Scenarios} scenario loaded no module on {lab.Truth.Version}");
         await LinuxModelChecks.ModuleListEqualsProcModulesAsync(lab.Guest, lab.Truth, lab.MarkerPid, lab.MarkerAddress, output);
     }
 
