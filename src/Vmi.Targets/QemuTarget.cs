@@ -34,6 +34,9 @@ public sealed partial class QemuTarget : ITarget
     public IPhysicalMemory Memory { get; }
     public int VcpuCount { get; }
 
+    /// <summary>The gdb stub of an attached VM (from <c>gdb=HOST:PORT</c>), for hooks; null when none was given.</summary>
+    public (string Host, int Port)? GdbEndpoint => _gdbEndpoint;
+
     /// <summary>Wraps a VM Vmi started itself; the VM keeps ownership of its connections.</summary>
     public static async Task<QemuTarget> FromVmAsync(QemuVm vm, GdbRemoteClient? gdb = null, CancellationToken cancellationToken = default)
     {

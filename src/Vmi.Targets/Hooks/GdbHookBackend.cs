@@ -1,0 +1,361 @@
+using System.Threading.Channels;
+using Vmi.Core;
+using Vmi.Memory;
+using Vmi.Qemu;
+
+namespace Vmi.Targets.Hooks;
+
+/// <summary>
+/// Hooks on a QEMU VM through its gdb stub: write / read hooks are watchpoints (Z2 / Z3) on kernel
+/// virtual ranges, execute hooks are breakpoints (Z0). QEMU's stop reply names the watchpoint's start,
+/// not the byte written, so each write hook keeps a shadow copy of its range and a hit reports exactly
+/// the bytes that changed (old and new) — x86 data breakpoints trap after the write, so the new bytes
+/// are in memory when the stop arrives (if not, one single step completes the instruction).
+/// </summary>
+/// <remarks>
+/// Watchpoints are on virtual addresses: a write to the same physical page through another mapping
+/// (e.g. the direct map) is not caught — the periodic sweep is the fallback for that. Each hit stops
+/// the VM for a few stub round trips.
+/// </remarks>
+public sealed class GdbHookBackend : IHookBackend
+{
+    /// <summary>Largest range one watchpoint covers (the shadow copy is this big).</summary>
+    public const ulong MaxWatchBytes = 16 << 20;
+
+    private readonly GdbRemoteClient _gdb;
+    private readonly VirtualMemory _kernel;
+    private readonly TimeProvider _time;
+    private readonly bool _ownsClient;
+    private readonly Lock _lock = new();
+    private readonly List<Placed> _placed = [];
+    private readonly Channel<PendingOp> _ops = Channel.CreateUnbounded<PendingOp>();
+    private long _nextId;
+    private int _running;
+
+    /// <param name="gdb">A connected stub (attaching stopped the guest).</param>
+    /// <param name="kernel">The kernel address space, to read hooked ranges for the shadow copies and translate them.</param>
+    /// <param name="ownsClient">Detach and dispose the client on dispose (the VM then runs on).</param>
+    /// <param name="timeProvider">Clock for hit times.</param>
+    public GdbHookBackend(GdbRemoteClient gdb, VirtualMemory kernel, bool ownsClient = true, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(gdb);
+        ArgumentNullException.ThrowIfNull(kernel);
+        _gdb = gdb;
+        _kernel = kernel;
+        _ownsClient = ownsClient;
+        _time = timeProvider ?? TimeProvider.System;
+    }
+
+    public string Name => "qemu gdb stub";
+
+    /// <summary>Hits delivered so far.</summary>
+    public long HitCount { get; private set; }
+
+    /// <summary>Wall time the guest spent stopped for hooks: from the stop reply to the resume (the hook round trip).</summary>
+    public TimeSpan StoppedTime => TimeSpan.FromTicks(System.Diagnostics.Stopwatch.GetElapsedTime(0, _stoppedTicks).Ticks);
+
+    /// <summary>Stops handled (hits, and stops to apply hook changes).</summary>
+    public long Stops { get; private set; }
+
+    private long _stoppedTicks;
+
+    public IReadOnlyList<HookHandle> Hooks
+    {
+        get
+        {
+            lock (_lock)
+                return _placed.Select(p => p.Handle).ToArray();
+        }
+    }
+
+    public async Task<HookHandle> AddAsync(HookRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Length == 0 || request.Length > MaxWatchBytes)
+            throw new TargetException($"hook {request}: length must be 1..{MaxWatchBytes} bytes.");
+        if (request.Kind == HookKind.Execute && request.Length != 1)
+            throw new TargetException($"hook {request}: an execute hook covers one instruction address (length 1).");
+        if (request.Address + request.Length < request.Address)
+            throw new TargetException($"hook {request}: the range wraps around the address space.");
+        var handle = new HookHandle(Interlocked.Increment(ref _nextId), request);
+        await ApplyOrQueueAsync(new PendingOp(handle, Add: true), cancellationToken).ConfigureAwait(false);
+        return handle;
+    }
+
+    public Task RemoveAsync(HookHandle hook, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        return ApplyOrQueueAsync(new PendingOp(hook, Add: false), cancellationToken);
+    }
+
+    private async Task ApplyOrQueueAsync(PendingOp op, CancellationToken ct)
+    {
+        if (Volatile.Read(ref _running) == 0)
+        {
+            await ApplyAsync(op, ct).ConfigureAwait(false);
+            return;
+        }
+        // The run loop owns the stub while the guest runs: it stops the guest, applies, resumes.
+        await _ops.Writer.WriteAsync(op, ct).ConfigureAwait(false);
+        await op.Done.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    private async Task ApplyAsync(PendingOp op, CancellationToken ct)
+    {
+        try
+        {
+            HookRequest r = op.Hook.Request;
+            if (op.Add)
+            {
+                byte[]? shadow = null;
+                if (r.Kind == HookKind.Write)
+                {
+                    shadow = new byte[r.Length];
+                    VirtualReadResult read = _kernel.Read(r.Address, shadow);
+                    if (!read.IsComplete)
+                        throw new TargetException(FormattableString.Invariant($"hook {r}: the range is not readable at 0x{read.FailedAddress:x} ({read.Status}); a write hook needs mapped memory."));
+                }
+                try
+                {
+                    await _gdb.InsertBreakpointAsync(KindOf(r.Kind), r.Address, r.Kind == HookKind.Execute ? 1 : r.Length, ct).ConfigureAwait(false);
+                }
+                catch (Vmi.Core.ProtocolException e)
+                {
+                    throw new TargetException($"hook {r}: the gdb stub refused it: {e.Message}", e);
+                }
+                lock (_lock)
+                    _placed.Add(new Placed(op.Hook, shadow));
+            }
+            else
+            {
+                Placed? placed;
+                lock (_lock)
+                {
+                    placed = _placed.Find(p => p.Handle == op.Hook);
+                    if (placed is not null)
+                        _placed.Remove(placed);
+                }
+                if (placed is not null)
+                    await _gdb.RemoveBreakpointAsync(KindOf(r.Kind), r.Address, r.Kind == HookKind.Execute ? 1 : r.Length, ct).ConfigureAwait(false);
+            }
+            op.Done.TrySetResult();
+        }
+        catch (Exception e) when (e is TargetException or Vmi.Core.ProtocolException or OperationCanceledException or IOException)
+        {
+            op.Done.TrySetException(e);
+            if (Volatile.Read(ref _running) == 0)
+                throw;
+        }
+    }
+
+    private static GdbBreakpointKind KindOf(HookKind kind) => kind switch
+    {
+        HookKind.Write => GdbBreakpointKind.WriteWatch,
+        HookKind.Read => GdbBreakpointKind.ReadWatch,
+        _ => GdbBreakpointKind.Software,
+    };
+
+    public async Task RunAsync(Func<HookHit, ValueTask> onHit, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(onHit);
+        if (Interlocked.Exchange(ref _running, 1) != 0)
+            throw new InvalidOperationException("RunAsync is already running on this backend.");
+        try
+        {
+            while (!cancellationToken.IsCancellationRequested)
+            {
+                await ApplyPendingLockedAsync(cancellationToken).ConfigureAwait(false);
+                if (!_gdb.IsRunning)
+                    await _gdb.ResumeAsync(cancellationToken).ConfigureAwait(false);
+                GdbStopReply? stop;
+                try
+                {
+                    stop = await _gdb.TryWaitForStopAsync(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+                if (stop is null)
+                {
+                    if (_ops.Reader.Count > 0)
+                        await HandleStopAsync(await _gdb.InterruptAsync(CancellationToken.None).ConfigureAwait(false), onHit).ConfigureAwait(false);
+                    continue;
+                }
+                if (!stop.TargetAlive)
+                    throw new TargetException($"the VM ended while hooked ({stop.Raw}).");
+                long stoppedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                await HandleStopAsync(stop, onHit).ConfigureAwait(false);
+                await ApplyPendingLockedAsync(cancellationToken).ConfigureAwait(false);
+                if (!_gdb.IsRunning)
+                    await _gdb.ResumeAsync(cancellationToken).ConfigureAwait(false);
+                _stoppedTicks += System.Diagnostics.Stopwatch.GetTimestamp() - stoppedAt;
+                Stops++;
+            }
+        }
+        finally
+        {
+            // Leave the guest running with no hook in the way; the stub stays attached for the next run.
+            try
+            {
+                if (_gdb.IsConnected)
+                {
+                    if (_gdb.IsRunning)
+                        await _gdb.InterruptAsync(CancellationToken.None).ConfigureAwait(false);
+                    Volatile.Write(ref _running, 0);
+                    await ApplyPendingLockedAsync(CancellationToken.None).ConfigureAwait(false);
+                    foreach (HookHandle h in Hooks)
+                        await ApplyAsync(new PendingOp(h, Add: false), CancellationToken.None).ConfigureAwait(false);
+                    await _gdb.ResumeAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e) when (e is Vmi.Core.ProtocolException or IOException or TargetException)
+            {
+                // The VM or the stub is gone; nothing left to clean.
+            }
+            Volatile.Write(ref _running, 0);
+        }
+    }
+
+    private async Task ApplyPendingLockedAsync(CancellationToken ct)
+    {
+        while (_ops.Reader.TryRead(out PendingOp? op))
+            await ApplyAsync(op, ct).ConfigureAwait(false);
+    }
+
+    private int VcpuOf(string? threadId)
+    {
+        if (threadId is null)
+            return 0;
+        IReadOnlyList<string> threads = _gdb.Threads;
+        for (int i = 0; i < threads.Count; i++)
+        {
+            if (string.Equals(threads[i], threadId, StringComparison.OrdinalIgnoreCase))
+                return i;
+        }
+        return 0;
+    }
+
+    private async Task HandleStopAsync(GdbStopReply stop, Func<HookHit, ValueTask> onHit)
+    {
+        int vcpu = VcpuOf(stop.ThreadId);
+        if (stop.WatchAddress is ulong watch)
+        {
+            Placed? placed = FindWatch(watch);
+            if (placed is null)
+                return;
+            IReadOnlyDictionary<string, ulong> regs = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
+            if (placed.Handle.Request.Kind != HookKind.Write || placed.Shadow is null)
+            {
+                await DeliverAsync(onHit, new HookHit(placed.Handle, _time.GetUtcNow(), vcpu, Reg(regs, "rip"), Reg(regs, "cr3"), watch, Gpa(watch), null, null, regs)).ConfigureAwait(false);
+                return;
+            }
+            List<(int Offset, int Length)> runs = Diff(placed);
+            if (runs.Count == 0)
+            {
+                // Stopped before the access completed: let the one instruction finish.
+                await _gdb.StepAsync(vcpu).ConfigureAwait(false);
+                regs = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
+                runs = Diff(placed);
+            }
+            foreach (var (offset, length) in runs)
+            {
+                ulong gva = placed.Handle.Request.Address + (ulong)offset;
+                byte[] old = placed.Shadow.AsSpan(offset, length).ToArray();
+                byte[] now = new byte[length];
+                _kernel.Read(gva, now);
+                now.CopyTo(placed.Shadow.AsSpan(offset, length));
+                await DeliverAsync(onHit, new HookHit(placed.Handle, _time.GetUtcNow(), vcpu, Reg(regs, "rip"), Reg(regs, "cr3"), gva, Gpa(gva), old, now, regs)).ConfigureAwait(false);
+            }
+            return;
+        }
+        if (stop.Signal != 5)
+            return;
+        IReadOnlyDictionary<string, ulong> r = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
+        ulong rip = Reg(r, "rip");
+        Placed? bp;
+        lock (_lock)
+            bp = _placed.Find(p => p.Handle.Request.Kind == HookKind.Execute && p.Handle.Request.Address == rip);
+        if (bp is null)
+            return;
+        await DeliverAsync(onHit, new HookHit(bp.Handle, _time.GetUtcNow(), vcpu, rip, Reg(r, "cr3"), rip, Gpa(rip), null, null, r)).ConfigureAwait(false);
+        // Step over the breakpoint so the guest does not stop on it again at once.
+        await _gdb.RemoveBreakpointAsync(GdbBreakpointKind.Software, rip, 1).ConfigureAwait(false);
+        try
+        {
+            await _gdb.StepAsync(vcpu).ConfigureAwait(false);
+        }
+        finally
+        {
+            await _gdb.InsertBreakpointAsync(GdbBreakpointKind.Software, rip, 1).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DeliverAsync(Func<HookHit, ValueTask> onHit, HookHit hit)
+    {
+        HitCount++;
+        await onHit(hit).ConfigureAwait(false);
+    }
+
+    private Placed? FindWatch(ulong address)
+    {
+        lock (_lock)
+        {
+            return _placed.Find(p => p.Handle.Request.Kind != HookKind.Execute && p.Handle.Request.Address == address)
+                ?? _placed.Find(p => p.Handle.Request.Kind != HookKind.Execute && address - p.Handle.Request.Address < p.Handle.Request.Length);
+        }
+    }
+
+    private List<(int Offset, int Length)> Diff(Placed placed)
+    {
+        byte[] shadow = placed.Shadow!;
+        byte[] now = new byte[shadow.Length];
+        int read = _kernel.Read(placed.Handle.Request.Address, now).BytesRead;
+        var runs = new List<(int, int)>();
+        int i = 0;
+        while (i < read)
+        {
+            int mismatch = shadow.AsSpan(i, read - i).CommonPrefixLength(now.AsSpan(i, read - i));
+            i += mismatch;
+            if (i >= read)
+                break;
+            int start = i;
+            // A run ends after 8 equal bytes, so one pointer-sized write is one run.
+            int equal = 0;
+            while (i < read && equal < 8)
+            {
+                equal = shadow[i] == now[i] ? equal + 1 : 0;
+                i++;
+            }
+            runs.Add((start, i - start - equal));
+        }
+        return runs;
+    }
+
+    private ulong? Gpa(ulong gva) => _kernel.TryTranslate(gva, out Translation t) ? t.PhysicalAddress : null;
+
+    private static ulong Reg(IReadOnlyDictionary<string, ulong> regs, string name) => regs.TryGetValue(name, out ulong v) ? v : 0;
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_ownsClient)
+            return;
+        try
+        {
+            if (_gdb.IsConnected)
+                await _gdb.DetachAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is Vmi.Core.ProtocolException or IOException)
+        {
+            // Already gone.
+        }
+        await _gdb.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private sealed record Placed(HookHandle Handle, byte[]? Shadow);
+
+    private sealed record PendingOp(HookHandle Hook, bool Add)
+    {
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+}
