@@ -64,10 +64,12 @@ internal static class LabCommands
         var accel = new Option<string>("--accel") { Description = "kvm or tcg (default: kvm when /dev/kvm is usable)." };
         var log = new Option<string>("--console-log") { Description = "Also write the guest console to this file." };
         var exitAfterReady = new Option<bool>("--exit-when-ready") { Description = "Power off as soon as the guest is ready (smoke test)." };
+        var noMonitor = new Option<bool>("--no-monitor") { Description = "Only run the guest: no hooks, no detectors." };
+        var store = new Option<string>("--store") { Description = "SQLite file for alerts and events (default $VMI_STORE or ~/.local/share/vmi/vmi.db)." };
         var cmd = new Command("run", "Boot the lab guest and stream its serial console; Ctrl-C powers it off cleanly. " +
             "Lines typed on standard input go to the guest's console protocol, e.g. '1 truth' or '2 sh ps'.")
         {
-            dir, flavour, scenario, memory, cpus, gdbPort, keep, accel, log, exitAfterReady,
+            dir, flavour, scenario, memory, cpus, gdbPort, keep, accel, log, exitAfterReady, noMonitor, store,
         };
         cmd.SetAction(async (parse, ct) =>
         {
@@ -106,6 +108,9 @@ internal static class LabCommands
             guest.Vm.Console.LineReceived += line => Console.Out.WriteLine(line);
             Console.Error.WriteLine($"vmi: guest ready in {(DateTimeOffset.UtcNow - started).TotalSeconds:0.0} s on {guest.Vm.Accelerator}, QEMU pid {guest.Vm.ProcessId}");
             Console.Error.WriteLine($"vmi: attach with --target {guest.Vm.TargetSpec}");
+            await using IAsyncDisposable? monitor = parse.GetValue(noMonitor)
+                ? null
+                : await MonitorCommands.WatchAsync(guest.Vm, "lab", parse.GetValue(store) ?? MonitorCommands.DefaultStorePath(), new Monitoring.MonitorOptions(), stop.Token).ConfigureAwait(false);
             if (parse.GetValue(exitAfterReady))
                 return CommandRunner.ExitOk;
 

@@ -27,8 +27,8 @@ public sealed record Alert : VmiEvent
     /// <summary>Version of the rule bundle that matched, for signature alerts.</summary>
     [Key(20)] public string? BundleVersion { get; init; }
 
-    public override EventClass Class => EventClass.Alert;
-    public override string Kind => "alert";
+    [IgnoreMember] public override EventClass Class => EventClass.Alert;
+    [IgnoreMember] public override string Kind => "alert";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -70,8 +70,8 @@ public sealed record DetectorFault : VmiEvent
     /// <summary>The event it was handling, when there was one.</summary>
     [Key(13)] public Guid? EventId { get; init; }
 
-    public override EventClass Class => EventClass.Health;
-    public override string Kind => "detector-fault";
+    [IgnoreMember] public override EventClass Class => EventClass.Health;
+    [IgnoreMember] public override string Kind => "detector-fault";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -95,8 +95,8 @@ public sealed record TelemetryShed : VmiEvent
     /// <summary>Total shed at this stage since the pipeline started.</summary>
     [Key(12)] public long Total { get; init; }
 
-    public override EventClass Class => EventClass.Health;
-    public override string Kind => "telemetry-shed";
+    [IgnoreMember] public override EventClass Class => EventClass.Health;
+    [IgnoreMember] public override string Kind => "telemetry-shed";
 
     protected override void AddEcsFields(EcsDocument document)
     {

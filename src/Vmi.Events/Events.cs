@@ -16,8 +16,8 @@ public sealed record ProcessStarted : VmiEvent
     /// <summary>Guest virtual address of the task_struct.</summary>
     [Key(17)] public ulong TaskAddress { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "process-started";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "process-started";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -27,6 +27,7 @@ public sealed record ProcessStarted : VmiEvent
         document["process.parent.pid"] = Ppid;
         document["process.name"] = Name;
         document["user.id"] = Uid.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        document["user.effective.id"] = Euid.ToString(System.Globalization.CultureInfo.InvariantCulture);
         document["process.args"] = Cmdline;
         document.SetIfNotNull("process.executable", ExePath);
         document["vmi.task"] = Hex(TaskAddress);
@@ -41,8 +42,8 @@ public sealed record ProcessExited : VmiEvent
     [Key(11)] public required string Name { get; init; }
     [Key(12)] public ulong TaskAddress { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "process-exited";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "process-exited";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -68,8 +69,8 @@ public sealed record ProcessExec : VmiEvent
     [Key(16)] public bool? SetUid { get; init; }
     [Key(17)] public ulong TaskAddress { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "process-exec";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "process-exec";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -96,8 +97,8 @@ public sealed record ModuleLoaded : VmiEvent
     [Key(12)] public ulong CoreBase { get; init; }
     [Key(13)] public ulong Size { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "module-loaded";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "module-loaded";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -129,8 +130,8 @@ public sealed record MemoryAccess : VmiEvent
     [Key(18)] public byte[]? OldValue { get; init; }
     [Key(19)] public byte[]? NewValue { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "memory-" + Access.ToString().ToLowerInvariant();
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "memory-" + Access.ToString().ToLowerInvariant();
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -165,8 +166,8 @@ public sealed record BreakpointHit : VmiEvent
     /// <summary>Argument registers at the breakpoint (rdi, rsi, rdx, rcx, r8, r9) and rsp.</summary>
     [Key(15)] public IReadOnlyDictionary<string, ulong> Registers { get; init; } = new Dictionary<string, ulong>();
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "breakpoint";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "breakpoint";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -187,11 +188,9 @@ public sealed record SweepTick : VmiEvent
     [Key(10)] public required SweepReason Reason { get; init; }
     /// <summary>Counts sweeps of this VM from 1.</summary>
     [Key(11)] public long Number { get; init; }
-    /// <summary>The event that asked for the sweep, when a hook did.</summary>
-    [Key(12)] public Guid? Cause { get; init; }
 
-    public override EventClass Class => EventClass.Control;
-    public override string Kind => "sweep";
+    [IgnoreMember] public override EventClass Class => EventClass.Control;
+    [IgnoreMember] public override string Kind => "sweep";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -199,7 +198,6 @@ public sealed record SweepTick : VmiEvent
         document["event.type"] = new[] { "info" };
         document["vmi.sweep.reason"] = Reason.ToString().ToLowerInvariant();
         document["vmi.sweep.number"] = Number;
-        document.SetIfNotNull("vmi.sweep.cause", Cause?.ToString());
     }
 }
 
@@ -217,8 +215,8 @@ public sealed record IntegrityFinding : VmiEvent
     [Key(16)] public ulong? Address { get; init; }
     [Key(17)] public IReadOnlyDictionary<string, string> Evidence { get; init; } = new Dictionary<string, string>();
 
-    public override EventClass Class => EventClass.Finding;
-    public override string Kind => "integrity-finding";
+    [IgnoreMember] public override EventClass Class => EventClass.Finding;
+    [IgnoreMember] public override string Kind => "integrity-finding";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -249,8 +247,8 @@ public sealed record NetworkFlow : VmiEvent
     [Key(15)] public long Bytes { get; init; }
     [Key(16)] public long Packets { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "network-flow";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "network-flow";
 
     protected override void AddEcsFields(EcsDocument document)
     {
@@ -282,8 +280,8 @@ public sealed record SignatureMatch : VmiEvent
     /// <summary>Version of the rule bundle that matched.</summary>
     [Key(18)] public string? BundleVersion { get; init; }
 
-    public override EventClass Class => EventClass.Telemetry;
-    public override string Kind => "signature-match";
+    [IgnoreMember] public override EventClass Class => EventClass.Telemetry;
+    [IgnoreMember] public override string Kind => "signature-match";
 
     protected override void AddEcsFields(EcsDocument document)
     {

@@ -41,6 +41,9 @@ public abstract record VmiEvent
     /// <summary>Position in the VM's ordered stream, given by the pipeline at ingress (0 before).</summary>
     [Key(4)] public long Sequence { get; init; }
 
+    /// <summary>The event this one was derived from (the breakpoint behind a process start, the hook hit behind a sweep).</summary>
+    [Key(5)] public Guid? Cause { get; init; }
+
     /// <summary>How the pipeline treats the event under overload.</summary>
     [IgnoreMember] public abstract EventClass Class { get; }
 
@@ -68,6 +71,8 @@ public abstract record VmiEvent
         d["host.id"] = VmId;
         d["ecs.version"] = EcsDocument.EcsVersion;
         d["vmi.schema_version"] = SchemaVersion;
+        if (Cause is Guid cause)
+            d["vmi.cause"] = cause.ToString();
         AddEcsFields(d);
         return d;
     }

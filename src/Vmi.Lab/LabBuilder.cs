@@ -23,6 +23,13 @@ public sealed record LabBuildOptions
 
     /// <summary>Rebuild even when the manifest says the artifacts are current.</summary>
     public bool Force { get; init; }
+
+    /// <summary>
+    /// Folder holding the installed kernel headers (linux-headers-&lt;release&gt; inside it), which the lab's
+    /// own test kernel modules (Guest/modules, e.g. vmi_rootkit) are built against. Required for the
+    /// default "amd64" flavour; other flavours get the modules only when their headers are there.
+    /// </summary>
+    public string KernelHeadersRoot { get; init; } = "/usr/src";
 }
 
 /// <summary>The built lab guest.</summary>
@@ -61,7 +68,11 @@ public sealed class LabBuilder
     internal const string ManifestName = "manifest.json";
     private const string GuestResourcePrefix = "Vmi.Lab.Guest.";
     /// <summary>Bump when the way the initramfs is assembled changes, so cached builds are redone.</summary>
-    private const int LayoutVersion = 3;
+    private const int LayoutVersion = 4;
+    /// <summary>The flavour whose kernel headers are required (its test modules are always built).</summary>
+    internal const string DefaultFlavour = "amd64";
+    /// <summary>Where the lab's own test kernel modules land in the initramfs.</summary>
+    public const string GuestModuleDirectory = "lib/vmi";
 
     private readonly TextWriter _log;
 
@@ -136,7 +147,11 @@ public sealed class LabBuilder
         string kernelVersion = kernelPackage["linux-image-".Length..];
 
         var guestFiles = ReadGuestFiles();
-        string fingerprint = Fingerprint(kernelPackage, options.Modules, guestFiles);
+        // The lab's own test kernel modules need the kernel headers of exactly this release.
+        string headersDir = KernelHeadersDirectory(options.KernelHeadersRoot, kernelVersion);
+        bool headersRequired = options.Flavour == DefaultFlavour;
+        bool buildGuestModules = headersRequired || Directory.Exists(headersDir);
+        string fingerprint = Fingerprint(kernelPackage, options.Modules.Append(headersRequired ? "guest-modules=required" : $"guest-modules={buildGuestModules}").ToList(), guestFiles);
         string manifestPath = Path.Combine(outDir, ManifestName);
         if (!options.Force && File.Exists(manifestPath) && File.Exists(Path.Combine(outDir, "initrd.img")) && File.Exists(Path.Combine(outDir, "vmlinuz")))
         {
@@ -147,6 +162,11 @@ public sealed class LabBuilder
                 return LabArtifacts.Load(labDir, options.Flavour);
             }
         }
+
+        if (headersRequired)
+            RequireKernelHeaders(options.KernelHeadersRoot, kernelVersion, options.Flavour);
+        else if (!buildGuestModules)
+            _log.WriteLine($"skipping the lab's test kernel modules (vmi_rootkit) for {options.Flavour}: no kernel headers in {headersDir}; to build them: {HeadersInstallHint(kernelVersion, options.Flavour)}");
 
         string kernelDeb = await DownloadAsync(aptGet, debs, kernelPackage, cancellationToken).ConfigureAwait(false);
         string busyboxDeb = await DownloadAsync(aptGet, debs, "busybox-static", cancellationToken).ConfigureAwait(false);
@@ -184,6 +204,11 @@ public sealed class LabBuilder
                 hint: "a static build needs libc6-dev: apt-get install -y gcc libc6-dev", cancellationToken: cancellationToken).ConfigureAwait(false);
             programs[name] = await File.ReadAllBytesAsync(bin, cancellationToken).ConfigureAwait(false);
         }
+
+        // The lab's own test kernel modules (Guest/modules/NAME/), built against the release's headers.
+        var guestModules = buildGuestModules
+            ? await BuildGuestModulesAsync(headersDir, kernelVersion, guestFiles, Path.Combine(outDir, "kmod"), cancellationToken).ConfigureAwait(false)
+            : new SortedDictionary<string, byte[]>(StringComparer.Ordinal);
 
         string modulesDir = Path.Combine(rootfs, "lib", "modules", kernelVersion);
         if (options.Modules.Count > 0 && !File.Exists(Path.Combine(modulesDir, "modules.dep")))
@@ -223,6 +248,8 @@ public sealed class LabBuilder
                 dep.Append('\n');
             }
             cpio.AddFile($"lib/modules/{kernelVersion}/modules.dep", Encoding.ASCII.GetBytes(dep.ToString()));
+            foreach (var (name, ko) in guestModules)
+                cpio.AddFile($"{GuestModuleDirectory}/{name}.ko", ko);
             cpio.Finish();
         }
         File.Move(tmp, initrd, overwrite: true);
@@ -237,11 +264,81 @@ public sealed class LabBuilder
             ["kernelSha256"] = Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(Path.Combine(outDir, "vmlinuz"), cancellationToken).ConfigureAwait(false))),
             ["initrdSha256"] = Convert.ToHexStringLower(SHA256.HashData(await File.ReadAllBytesAsync(initrd, cancellationToken).ConfigureAwait(false))),
             ["modules"] = modules.Select(m => m.Path).ToArray(),
+            ["guestModules"] = guestModules.Keys.Select(n => $"/{GuestModuleDirectory}/{n}.ko").ToArray(),
             ["builtUtc"] = DateTimeOffset.UtcNow.ToString("O"),
         };
         await File.WriteAllTextAsync(manifestPath, JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }), cancellationToken).ConfigureAwait(false);
         _log.WriteLine($"lab guest {options.Flavour} built: kernel {kernelVersion}, {new FileInfo(initrd).Length / 1024} KiB initramfs in {outDir}");
         return LabArtifacts.Load(labDir, options.Flavour);
+    }
+
+    /// <summary>The headers folder of one kernel release under a headers root (normally /usr/src).</summary>
+    internal static string KernelHeadersDirectory(string headersRoot, string kernelVersion) =>
+        Path.Combine(Path.GetFullPath(headersRoot), "linux-headers-" + kernelVersion);
+
+    internal static string HeadersInstallHint(string kernelVersion, string flavour) =>
+        $"apt-get install -y linux-headers-{kernelVersion}" +
+        (flavour == DefaultFlavour
+            ? " (or linux-headers-amd64, which resolves to the same version as linux-image-amd64 from the same mirror)"
+            : $" (or linux-headers-{flavour}, which resolves to the same version as linux-image-{flavour} from the same mirror)");
+
+    /// <summary>Returns the headers folder of the release, or fails with one line saying which package installs it.</summary>
+    /// <exception cref="LabException">The headers are not installed.</exception>
+    internal static string RequireKernelHeaders(string headersRoot, string kernelVersion, string flavour)
+    {
+        string dir = KernelHeadersDirectory(headersRoot, kernelVersion);
+        if (!File.Exists(Path.Combine(dir, "Makefile")))
+            throw new LabException($"the kernel headers for {kernelVersion} are missing ({dir}), needed to build the lab's test kernel module vmi_rootkit: {HeadersInstallHint(kernelVersion, flavour)}");
+        return dir;
+    }
+
+    /// <summary>
+    /// Builds every Guest/modules/NAME/ folder with 'make -C HEADERS M=DIR modules' and checks that each
+    /// NAME.ko's vermagic names the lab kernel's release.
+    /// </summary>
+    private async Task<SortedDictionary<string, byte[]>> BuildGuestModulesAsync(string headersDir, string kernelVersion,
+        SortedDictionary<string, byte[]> guestFiles, string buildRoot, CancellationToken ct)
+    {
+        var result = new SortedDictionary<string, byte[]>(StringComparer.Ordinal);
+        var byModule = guestFiles.Where(f => f.Key.StartsWith("modules/", StringComparison.Ordinal) && f.Key.Count(c => c == '/') == 2)
+            .GroupBy(f => f.Key.Split('/')[1], StringComparer.Ordinal);
+        if (!byModule.Any())
+            return result;
+        string make = ExternalTool.Require("make", "make");
+        if (Directory.Exists(buildRoot))
+            Directory.Delete(buildRoot, recursive: true);
+        foreach (var module in byModule)
+        {
+            string dir = Path.Combine(buildRoot, module.Key);
+            Directory.CreateDirectory(dir);
+            foreach (var (path, content) in module)
+                await File.WriteAllBytesAsync(Path.Combine(dir, path.Split('/')[2]), content, ct).ConfigureAwait(false);
+            _log.WriteLine($"building kernel module {module.Key} against {headersDir}");
+            await ExternalTool.RunCheckedAsync(make, ["-C", headersDir, "M=" + dir, "modules"], dir,
+                hint: $"building {module.Key}.ko needs gcc, make and the kernel headers: apt-get install -y gcc make linux-headers-{kernelVersion}",
+                cancellationToken: ct).ConfigureAwait(false);
+            string ko = Path.Combine(dir, module.Key + ".ko");
+            if (!File.Exists(ko))
+                throw new LabException($"make built no {module.Key}.ko in {dir}.");
+            byte[] bytes = await File.ReadAllBytesAsync(ko, ct).ConfigureAwait(false);
+            string? release = ReadVermagicRelease(bytes);
+            if (release != kernelVersion)
+                throw new LabException($"{ko} was built for kernel '{release ?? "(no vermagic)"}', not the lab kernel {kernelVersion}: the headers in {headersDir} do not match.");
+            result[module.Key] = bytes;
+        }
+        return result;
+    }
+
+    /// <summary>The kernel release (first word of "vermagic=") in a module's .modinfo, or null.</summary>
+    internal static string? ReadVermagicRelease(ReadOnlySpan<byte> ko)
+    {
+        ReadOnlySpan<byte> key = "vermagic="u8;
+        int at = ko.IndexOf(key);
+        if (at < 0)
+            return null;
+        var rest = ko[(at + key.Length)..];
+        int end = rest.IndexOfAny((byte)0, (byte)' ');
+        return Encoding.ASCII.GetString(end < 0 ? rest : rest[..end]);
     }
 
     private static async Task<string> ResolveKernelPackageAsync(string aptCache, string metaPackage, CancellationToken ct)

@@ -27,6 +27,34 @@ public sealed class DetectorContext
     /// <summary>Signalled when the detector's time budget runs out or it is removed.</summary>
     public CancellationToken Cancellation { get; }
 
+    /// <summary>
+    /// Waits <paramref name="time"/> on the pipeline's clock (virtual in tests and replays), ending early
+    /// with <see cref="OperationCanceledException"/> when <see cref="Cancellation"/> is signalled. Prefer it
+    /// to <see cref="Task.Delay(TimeSpan, CancellationToken)"/>, which runs on the wall clock and resumes on a
+    /// thread-pool thread, outside virtual time.
+    /// </summary>
+    public Task DelayAsync(TimeSpan time)
+    {
+        // Continuations run inline where the clock or the cancellation completes the task, so in virtual
+        // time the detector resumes inside the clock's loop, deterministically.
+        var done = new TaskCompletionSource();
+        var token = Cancellation;
+        if (token.IsCancellationRequested)
+        {
+            done.SetCanceled(token);
+            return done.Task;
+        }
+        var registration = token.Register(static s => ((TaskCompletionSource)s!).TrySetCanceled(), done);
+        var timer = Scheduler.Schedule(time, () =>
+        {
+            registration.Dispose();
+            done.TrySetResult();
+        });
+        done.Task.ContinueWith(static (_, t) => ((IDisposable)t!).Dispose(), timer, CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously | TaskContinuationOptions.OnlyOnCanceled, TaskScheduler.Default);
+        return done.Task;
+    }
+
     /// <summary>Reports an alert. VmId and Time are filled in when left default.</summary>
     public void Raise(Alert alert)
     {

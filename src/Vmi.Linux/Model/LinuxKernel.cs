@@ -85,17 +85,25 @@ public sealed partial class LinuxKernel
         int ppid = 0;
         if (_kernel.TryReadUInt64(task + (ulong)_o.TaskRealParent, out ulong parent) && parent != 0 && TryU32(parent + (ulong)_o.TaskTgid, out uint ptgid))
             ppid = (int)ptgid;
-        uint uid = 0, gid = 0, euid = 0;
+        uint uid = 0, gid = 0, euid = 0, suid = 0, fsuid = 0;
         if (_kernel.TryReadUInt64(task + (ulong)_o.TaskRealCred, out ulong cred) && cred != 0)
         {
             if (!TryU32(cred + (ulong)_o.CredUid, out uid) || !TryU32(cred + (ulong)_o.CredGid, out gid) || !TryU32(cred + (ulong)_o.CredEuid, out euid))
                 issues.Add(new KernelWalkIssue("task", task, $"cred 0x{cred:x} of pid {pid} is unreadable"));
+            if (_o.CredSuid >= 0)
+                TryU32(cred + (ulong)_o.CredSuid, out suid);
+            if (_o.CredFsuid >= 0)
+                TryU32(cred + (ulong)_o.CredFsuid, out fsuid);
         }
+        ulong effectiveCred = 0;
+        if (_o.TaskCred >= 0)
+            _kernel.TryReadUInt64(task + (ulong)_o.TaskCred, out effectiveCred);
         _kernel.TryReadUInt64(task + (ulong)_o.TaskMm, out ulong mm);
         ulong pgdPhys = 0;
         IReadOnlyList<string> cmdline = [];
         string? cmdError = null;
         string? exePath = null;
+        uint? exeMode = null;
         if (mm != 0)
         {
             if (_kernel.TryReadUInt64(mm + (ulong)_o.MmPgd, out ulong pgd) && _kernel.TryTranslate(pgd, out Translation t))
@@ -103,7 +111,10 @@ public sealed partial class LinuxKernel
                 pgdPhys = t.PhysicalAddress;
                 (cmdline, cmdError) = ReadCmdline(mm, pgdPhys);
                 if (_o.MmExeFile >= 0 && _kernel.TryReadUInt64(mm + (ulong)_o.MmExeFile, out ulong exe) && exe != 0)
+                {
                     exePath = FilePath(exe);
+                    exeMode = ReadFileMode(exe);
+                }
             }
             else
             {
@@ -115,6 +126,7 @@ public sealed partial class LinuxKernel
             TaskAddress = task, Pid = (int)tgid, Tgid = (int)tgid, Ppid = ppid, Comm = comm, Name = name, Flags = flags, State = state, Uid = uid, Gid = gid, Euid = euid,
             StartTimeNs = start, MmAddress = mm, PageTablePhysical = pgdPhys, Cmdline = cmdline, CmdlineError = cmdError,
             ExePath = exePath, Threads = ReadThreads(task, (int)tgid, issues),
+            RealCredAddress = cred, CredAddress = effectiveCred, Suid = suid, Fsuid = fsuid, ExeMode = exeMode,
         };
     }
 
@@ -266,6 +278,11 @@ public sealed partial class LinuxKernel
             CredUid = t.OffsetOf("cred", "uid.val");
             CredGid = t.OffsetOf("cred", "gid.val");
             CredEuid = t.OffsetOf("cred", "euid.val");
+            TaskCred = t.TryOffsetOf("task_struct", "cred", out int tc) ? tc : -1;
+            CredSuid = t.TryOffsetOf("cred", "suid.val", out int su) ? su : -1;
+            CredFsuid = t.TryOffsetOf("cred", "fsuid.val", out int fsu) ? fsu : -1;
+            FileInode = t.TryOffsetOf("file", "f_inode", out int fi) ? fi : -1;
+            InodeMode = t.TryOffsetOf("inode", "i_mode", out int im) ? im : -1;
             MmPgd = t.OffsetOf("mm_struct", "pgd");
             MmArgStart = t.OffsetOf("mm_struct", "arg_start");
             MmArgEnd = t.OffsetOf("mm_struct", "arg_end");
@@ -311,6 +328,11 @@ public sealed partial class LinuxKernel
         public int CredUid { get; }
         public int CredGid { get; }
         public int CredEuid { get; }
+        public int TaskCred { get; }
+        public int CredSuid { get; }
+        public int CredFsuid { get; }
+        public int FileInode { get; }
+        public int InodeMode { get; }
         public int MmPgd { get; }
         public int MmArgStart { get; }
         public int MmArgEnd { get; }

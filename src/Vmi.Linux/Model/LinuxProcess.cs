@@ -17,6 +17,16 @@ public sealed record LinuxProcess
     public required uint Uid { get; init; }
     public required uint Gid { get; init; }
     public required uint Euid { get; init; }
+    /// <summary>Saved set-user-id (real_cred->suid); 0 when the BTF has no such member.</summary>
+    public uint Suid { get; init; }
+    /// <summary>Filesystem user id (real_cred->fsuid); 0 when the BTF has no such member.</summary>
+    public uint Fsuid { get; init; }
+    /// <summary>task_struct.real_cred: the objective credentials Uid/Gid/Euid/Suid/Fsuid come from.</summary>
+    public ulong RealCredAddress { get; init; }
+    /// <summary>task_struct.cred: the subjective (effective) credentials; equal to <see cref="RealCredAddress"/> unless overridden.</summary>
+    public ulong CredAddress { get; init; }
+    /// <summary>i_mode of the executable's inode (mm->exe_file->f_inode), e.g. 0x81ed; null when unknown. S_ISUID is 0x800 (04000).</summary>
+    public uint? ExeMode { get; init; }
     /// <summary>Monotonic start time in ns since boot (task_struct.start_time).</summary>
     public required ulong StartTimeNs { get; init; }
     /// <summary>mm_struct address; 0 for kernel threads.</summary>

@@ -108,6 +108,81 @@ public sealed class VirtualMemory
         return TryRead(va, MemoryMarshal.AsBytes(new Span<T>(ref value)));
     }
 
+    /// <summary>
+    /// The present leaf mappings (4 KiB, 2 MiB or 1 GiB pages) overlapping <c>[start, end)</c>, in address order,
+    /// found by walking the page tables top-down so absent upper-level entries skip their whole range at once.
+    /// Each page is confirmed by a full translation (so reserved-bit faults are excluded, as on hardware).
+    /// Bounded: at most <paramref name="maxPages"/> pages and <paramref name="maxTables"/> tables are visited
+    /// (hostile tables may alias one another); <paramref name="truncated"/> says the bound was hit.
+    /// </summary>
+    /// <param name="start">First virtual address of interest (canonical).</param>
+    /// <param name="end">One past the last address; 0 means the end of the address space.</param>
+    /// <param name="maxPages">Most pages returned.</param>
+    /// <param name="maxTables">Most page tables read.</param>
+    /// <param name="truncated">True when a bound stopped the enumeration early.</param>
+    public IReadOnlyList<MappedPage> EnumerateMapped(ulong start, ulong end, int maxPages, int maxTables, out bool truncated)
+    {
+        var pages = new List<MappedPage>();
+        ulong last = end - 1; // inclusive; end 0 wraps to the top of the address space
+        int tables = 0;
+        bool cut = false;
+        int top = _context.Levels;
+        ulong frameMask = PagingContext.FrameMask(_context.MaxPhysicalAddressBits);
+        EnumerateTable(_context.TableBase, top, 0);
+        truncated = cut;
+        return pages;
+
+        void EnumerateTable(ulong table, int level, ulong vaBase)
+        {
+            if (cut || ++tables > maxTables)
+            {
+                cut = true;
+                return;
+            }
+            // Each level resolves 9 bits above the 12-bit page offset: level 1 (PT) shift 12, level 4 (PML4) shift 39.
+            int shift = 12 + (9 * (level - 1));
+            ulong span = 1UL << shift;
+            for (ulong i = 0; i < 512; i++)
+            {
+                ulong entryVa = vaBase + (i << shift);
+                if (level == top)
+                    entryVa = SignExtend(entryVa);
+                ulong entryLast = entryVa + span - 1;
+                if (entryLast < start || entryVa > last)
+                    continue;
+                if (!_memory.TryReadUInt64(table + (i * 8), out ulong entry) || (entry & PageWalker.EntryPresent) == 0)
+                    continue;
+                bool leaf = level == 1 || (level is 2 or 3 && (entry & PageWalker.EntryPageSize) != 0);
+                if (!leaf)
+                {
+                    EnumerateTable(entry & frameMask, level - 1, entryVa);
+                    if (cut)
+                        return;
+                    continue;
+                }
+                if (pages.Count >= maxPages)
+                {
+                    cut = true;
+                    return;
+                }
+                if (_walker.TryTranslate(_context, entryVa, out Translation t, out _))
+                    pages.Add(new MappedPage(entryVa, t.PhysicalAddress, span));
+            }
+        }
+
+        ulong SignExtend(ulong va)
+        {
+            int s = 64 - _context.VirtualAddressBits;
+            return (ulong)((long)(va << s) >> s);
+        }
+    }
+
     /// <summary>A copy of this view in another address space sharing the same memory and cache.</summary>
     public VirtualMemory WithContext(PagingContext context) => new(_memory, context, _cache);
 }
+
+/// <summary>One present leaf mapping: a 4 KiB, 2 MiB or 1 GiB page.</summary>
+/// <param name="VirtualAddress">First virtual address of the page.</param>
+/// <param name="PhysicalAddress">Guest physical address it maps to.</param>
+/// <param name="Size">Page size in bytes.</param>
+public readonly record struct MappedPage(ulong VirtualAddress, ulong PhysicalAddress, ulong Size);

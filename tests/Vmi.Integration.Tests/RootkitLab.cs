@@ -1,0 +1,151 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Vmi.Detectors.Linux;
+using Vmi.Events;
+using Vmi.Lab;
+using Vmi.Memory;
+using Vmi.Monitoring;
+using Vmi.Targets;
+using Xunit;
+
+namespace Vmi.Integration.Tests;
+
+/// <summary>
+/// A lab guest with the rootkit scenario (a non-root victim, a process to hide, a TCP listener, the
+/// rootkit module on disk but not loaded) under full monitoring: hooks through the gdb stub, sweeps
+/// every second, every Linux detector. Alerts are collected with the time they arrived.
+/// </summary>
+public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
+{
+    private readonly ConcurrentQueue<(Alert Alert, TimeSpan At)> _alerts = new();
+    private readonly ConcurrentQueue<VmiEvent> _events = new();
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private IDisposable? _subscription;
+
+    public LabGuest Guest { get; private set; } = null!;
+    public QemuTarget Target { get; private set; } = null!;
+    public MonitorSession Session { get; private set; } = null!;
+    public int HidePid { get; private set; }
+    public int UserPid { get; private set; }
+    public StringWriter Log { get; } = new();
+
+    public TimeSpan Now => _clock.Elapsed;
+    public IReadOnlyList<(Alert Alert, TimeSpan At)> Alerts => [.. _alerts];
+    public IReadOnlyList<VmiEvent> Events => [.. _events];
+
+    public async Task InitializeAsync()
+    {
+        LabArtifacts artifacts = await LabArtifactsForTests.GetAsync("amd64");
+        Guest = await LabGuest.StartAsync(artifacts, name, "benign,rootkit");
+        string ready = await Guest.Vm.Console.WaitForLineAsync(l => l.StartsWith("@@VMI-ROOTKIT-READY", StringComparison.Ordinal), TimeSpan.FromMinutes(2));
+        foreach (string part in ready.Split(' '))
+        {
+            if (part.StartsWith("hide=", StringComparison.Ordinal))
+                HidePid = int.Parse(part[5..], CultureInfo.InvariantCulture);
+            if (part.StartsWith("user=", StringComparison.Ordinal))
+                UserPid = int.Parse(part[5..], CultureInfo.InvariantCulture);
+        }
+        var gdb = await Guest.Vm.AttachGdbAsync();
+        Target = await QemuTarget.FromVmAsync(Guest.Vm, gdb);
+        var options = new MonitorOptions { SweepInterval = TimeSpan.FromSeconds(1) };
+        var pipeline = new Vmi.Pipeline.EventPipeline(System.Reactive.Concurrency.TaskPoolScheduler.Default);
+        _subscription = pipeline.Output.Subscribe(e =>
+        {
+            _events.Enqueue(e);
+            if (e is Alert a)
+                _alerts.Enqueue((a, _clock.Elapsed));
+        });
+        Session = await MonitorSession.StartAsync("rootkit-lab", Target, gdb, options, g => BuiltInDetectors.Create(g, null), pipeline, Log);
+    }
+
+    /// <summary>Waits for the first alert of a detector that arrived after <paramref name="since"/> and matches.</summary>
+    public async Task<(Alert Alert, TimeSpan Latency)> WaitForAlertAsync(string detector, TimeSpan since, Func<Alert, bool>? match = null, TimeSpan? timeout = null)
+    {
+        var deadline = Now + (timeout ?? TimeSpan.FromSeconds(30));
+        while (Now < deadline)
+        {
+            foreach (var (a, at) in _alerts)
+            {
+                if (at >= since && a.Detector == detector && (match is null || match(a)))
+                    return (a, at - since);
+            }
+            if (Session.Completion.IsFaulted)
+                await Session.Completion;
+            await Task.Delay(100);
+        }
+        string seen = string.Join("\n  ", _alerts.Select(x => $"{x.At.TotalSeconds:0.0}s {x.Alert.Detector}: {x.Alert.Title}"));
+        throw new Xunit.Sdk.XunitException($"no {detector} alert within the time limit after {since.TotalSeconds:0.0}s; alerts so far:\n  {seen}\nlog:\n{Log}");
+    }
+
+    public async Task WaitForSweepsAsync(int count)
+    {
+        long target = Session.Monitor.Sweeps + count;
+        var deadline = Now + TimeSpan.FromSeconds(60);
+        while (Session.Monitor.Sweeps < target && Now < deadline)
+            await Task.Delay(100);
+        // Let the detectors finish the last sweep.
+        await Task.Delay(500);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Session is not null)
+            await Session.DisposeAsync();
+        _subscription?.Dispose();
+        if (Target is not null)
+            await Target.DisposeAsync();
+        if (Guest is not null)
+            await Guest.DisposeAsync();
+    }
+}
+
+public sealed class RootkitModuleLabFixture() : MonitoredRootkitLabFixture("rootkit-module");
+
+public sealed class HostAttackLabFixture() : MonitoredRootkitLabFixture("rootkit-host");
+
+[CollectionDefinition("rootkit module lab")]
+public sealed class RootkitModuleLabCollection : ICollectionFixture<RootkitModuleLabFixture>;
+
+[CollectionDefinition("host attack lab")]
+public sealed class HostAttackLabCollection : ICollectionFixture<HostAttackLabFixture>;
+
+/// <summary>
+/// Writes guest physical memory from the host, through the VM's shared RAM file (as an attacker
+/// with access to the host could): the guest's kernel sees the bytes at once.
+/// </summary>
+public sealed class HostMemoryWriter : IDisposable
+{
+    private readonly FileStream _ram;
+    private readonly VirtualMemory _kernel;
+
+    public HostMemoryWriter(LabGuest guest, VirtualMemory kernel)
+    {
+        _ram = new FileStream(guest.Vm.MemoryPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+        _kernel = kernel;
+    }
+
+    /// <summary>Writes at a kernel virtual address (may cross pages); returns the bytes it replaced.</summary>
+    public byte[] Write(ulong va, ReadOnlySpan<byte> data)
+    {
+        byte[] old = new byte[data.Length];
+        if (!_kernel.TryRead(va, old))
+            throw new InvalidOperationException($"0x{va:x} is not readable");
+        int done = 0;
+        while (done < data.Length)
+        {
+            ulong at = va + (ulong)done;
+            if (!_kernel.TryTranslate(at, out Translation t))
+                throw new InvalidOperationException($"0x{at:x} does not translate");
+            int inPage = (int)Math.Min((ulong)(data.Length - done), 0x1000 - (at & 0xfff));
+            // The lab's RAM is below the PCI hole: file offset == guest physical address.
+            RandomAccess.Write(_ram.SafeFileHandle, data.Slice(done, inPage), (long)t.PhysicalAddress);
+            done += inPage;
+        }
+        return old;
+    }
+
+    public byte[] WriteUInt64(ulong va, ulong value) => Write(va, BitConverter.GetBytes(value));
+
+    public void Dispose() => _ram.Dispose();
+}
