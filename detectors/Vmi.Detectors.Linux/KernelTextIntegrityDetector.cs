@@ -26,7 +26,11 @@ public sealed record KernelTextIntegrityOptions
     /// <summary>Accept a change that is exactly a static key (jump label) site flipping between a nop and its jump. Default true.</summary>
     public bool AllowJumpLabelSites { get; init; } = true;
 
-    /// <summary>Accept ftrace turning a function's 5-byte <c>__fentry__</c> nop into a call to ftrace's own code in kernel text (and back). Default true.</summary>
+    /// <summary>
+    /// Accept ftrace turning a function's 5-byte <c>__fentry__</c> nop into a call to ftrace's own code in
+    /// kernel text (and back), and ftrace re-pointing its trampolines' dispatch calls (<c>ftrace_call</c>,
+    /// <c>ftrace_regs_call</c>, <c>ftrace_graph_call</c>) within kernel text. Default true.
+    /// </summary>
     public bool AllowFtraceSites { get; init; } = true;
 
     /// <summary>Name of the write hook on kernel text that triggers an immediate check of the written pages. Default <c>kernel-text</c>.</summary>
@@ -312,6 +316,17 @@ public sealed class KernelTextIntegrityDetector : IDetector
         var (name, off) = kernel.ResolveAddress(address);
         if (name is null || off > 8)
             return false;
+        // ftrace's own dispatch sites inside its trampolines: registering an ftrace user (a kprobe, a
+        // tracer) points their call at the handler — kernel text to kernel text.
+        if (name is "ftrace_call" or "ftrace_regs_call" or "ftrace_graph_call")
+        {
+            ulong site = address - off;
+            if (address + (ulong)length > site + 5 || !TryOldAndNew(memory, site, 5, out byte[] o, out byte[] n))
+                return false;
+            bool IntoText(in Instruction i) => i.Length == 5 && i.Mnemonic is Mnemonic.Call or Mnemonic.Jmp
+                && i.Op0Kind == OpKind.NearBranch64 && _text.Contains(i.NearBranchTarget);
+            return IntoText(DecodeOne(o, site)) && IntoText(DecodeOne(n, site));
+        }
         foreach (ulong siteOffset in (ReadOnlySpan<ulong>)[0, 4])
         {
             if (off < siteOffset)

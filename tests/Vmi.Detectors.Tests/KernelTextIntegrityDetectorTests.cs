@@ -116,4 +116,26 @@ public sealed class KernelTextIntegrityDetectorTests(LabDumpFixture lab)
         Assert.Equal("e900000001", alert.Evidence["write_value"]);
         Assert.Single(alert.RelatedEvents);
     }
+
+    [Fact]
+    public void Ftrace_repointing_its_dispatch_call_within_text_is_not_an_alert_but_out_of_text_is()
+    {
+        using AttackableGuest guest = lab.Attack();
+        using var h = new DetectorHarness(new KernelTextIntegrityDetector(), guest.Guest);
+        LinuxDetectorKit.AssertNoAlerts(h, h.Sweep());
+
+        // Registering a kprobe re-points ftrace_regs_call's call from ftrace_stub to the handler.
+        ulong site = guest.Symbol("ftrace_regs_call");
+        byte[] old = guest.ReadBytes(site, 5);
+        Assert.Equal(0xe8, old[0]);
+        void CallTo(ulong target) =>
+            guest.Write(site + 1, BitConverter.GetBytes((int)(long)(target - (site + 5))));
+        CallTo(guest.Symbol("kprobe_ftrace_handler"));
+        Assert.Empty(h.Sweep().Alerts);
+
+        // The same site called into module space is a hook.
+        CallTo(0xffffffffc0010000);
+        Alert alert = Assert.Single(h.Sweep().Alerts);
+        Assert.Equal("ftrace_regs_call+0x1", alert.Evidence["symbol"]);
+    }
 }

@@ -32,7 +32,16 @@ public sealed class RootkitDetectionTests(RootkitModuleLabFixture lab, ITestOutp
         var (hook, l1) = await lab.WaitForAlertAsync("syscall-hook", t0, a => a.Evidence.Values.Any(v => v.Contains("62", StringComparison.Ordinal)), Bound);
         latencies.Add($"syscall table hook: {l1.TotalSeconds:0.00} s");
         Assert.Contains(hook.Techniques, t => t.Id == "T1014");
-        Assert.Contains(lab.Events.OfType<MemoryAccess>(), m => m.Hook == "syscall-table" && m.Access == MemoryAccessKind.Write && m.NewValue is { Length: > 0 });
+        // The write hook saw the whole 8-byte pointer in one hit (the module copies with rep movsb: no torn value).
+        ulong handler = ulong.Parse(hook.Evidence["handler"].AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        MemoryAccess write = Assert.Single(lab.Events.OfType<MemoryAccess>(), m => m.Hook == "syscall-table");
+        Assert.Equal(MemoryAccessKind.Write, write.Access);
+        Assert.Equal(8, write.Size);
+        Assert.Equal(handler, BitConverter.ToUInt64(write.NewValue));
+        Assert.Equal(hook.Evidence["expected_handler"], "0x" + BitConverter.ToUInt64(write.OldValue).ToString("x", CultureInfo.InvariantCulture));
+        Assert.Single(lab.Alerts, a => a.Alert.Detector == "syscall-hook");
+        Assert.Contains(write.Id, hook.RelatedEvents);
+        latencies.Add($"hook event to alert (syscall table write): {(hook.Time - write.Time).TotalMilliseconds:0.0} ms");
 
         // (b) hide a process by unlinking it from the task list.
         t0 = lab.Now;

@@ -9,7 +9,7 @@ namespace Vmi.Targets.Hooks;
 /// Hooks on a QEMU VM through its gdb stub: write / read hooks are watchpoints (Z2 / Z3) on kernel
 /// virtual ranges, execute hooks are breakpoints (Z0). QEMU's stop reply names the watchpoint's start,
 /// not the byte written, so each write hook keeps a shadow copy of its range and a hit reports exactly
-/// the bytes that changed (old and new) — x86 data breakpoints trap after the write, so the new bytes
+/// the bytes that changed (old and new, rounded out to aligned 8-byte words) — x86 data breakpoints trap after the write, so the new bytes
 /// are in memory when the stop arrives (if not, one single step completes the instruction).
 /// </summary>
 /// <remarks>
@@ -258,6 +258,14 @@ public sealed class GdbHookBackend : IHookBackend
                 regs = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
                 runs = Diff(placed);
             }
+            // A rep movs/stos (memcpy_erms, memset) stops after each element: finish the instruction so
+            // one copy is one hit with the whole new value, not a torn prefix of it.
+            for (int steps = 0; steps < MaxRepSteps && IsRepStringInProgress(regs); steps++)
+            {
+                await _gdb.StepAsync(vcpu).ConfigureAwait(false);
+                regs = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
+            }
+            runs = Diff(placed);
             foreach (var (offset, length) in runs)
             {
                 ulong gva = placed.Handle.Request.Address + (ulong)offset;
@@ -289,6 +297,38 @@ public sealed class GdbHookBackend : IHookBackend
         {
             await _gdb.InsertBreakpointAsync(GdbBreakpointKind.Software, rip, 1).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Single steps spent finishing one rep string instruction before the hit is delivered as it stands.</summary>
+    public const int MaxRepSteps = 256;
+
+    /// <summary>The vCPU is in the middle of a rep movs/stos: RIP still on it and RCX not yet zero.</summary>
+    private bool IsRepStringInProgress(IReadOnlyDictionary<string, ulong> regs)
+    {
+        if (Reg(regs, "rcx") == 0)
+            return false;
+        Span<byte> code = stackalloc byte[8];
+        if (!_kernel.TryRead(Reg(regs, "rip"), code))
+            return false;
+        bool rep = false;
+        foreach (byte b in code)
+        {
+            switch (b)
+            {
+                case 0xf3 or 0xf2:
+                    rep = true;
+                    continue;
+                case 0x66 or 0x67 or 0x2e or 0x3e or 0x26 or 0x36 or 0x64 or 0x65:
+                    continue;
+                case >= 0x40 and <= 0x4f: // REX
+                    continue;
+                case 0xa4 or 0xa5 or 0xaa or 0xab: // movs, stos
+                    return rep;
+                default:
+                    return false;
+            }
+        }
+        return false;
     }
 
     private async Task DeliverAsync(Func<HookHit, ValueTask> onHit, HookHit hit)
@@ -329,7 +369,21 @@ public sealed class GdbHookBackend : IHookBackend
             }
             runs.Add((start, i - start - equal));
         }
-        return runs;
+        // Report whole aligned 8-byte words (a pointer whose high half did not change is still one
+        // pointer), merging runs that meet.
+        var words = new List<(int Offset, int Length)>(runs.Count);
+        ulong baseVa = placed.Handle.Request.Address;
+        foreach (var (off, len) in runs)
+        {
+            long a = (long)((baseVa + (ulong)off) & ~7UL) - (long)baseVa;
+            long b = (long)(((baseVa + (ulong)(off + len) + 7) & ~7UL) - baseVa);
+            int from = (int)Math.Max(0, a), to = (int)Math.Min(read, b);
+            if (words.Count > 0 && words[^1].Offset + words[^1].Length >= from)
+                words[^1] = (words[^1].Offset, Math.Max(words[^1].Offset + words[^1].Length, to) - words[^1].Offset);
+            else
+                words.Add((from, to - from));
+        }
+        return words;
     }
 
     private ulong? Gpa(ulong gva) => _kernel.TryTranslate(gva, out Translation t) ? t.PhysicalAddress : null;
