@@ -23,7 +23,10 @@ internal static class MonitorCommands
 
     public static IEnumerable<Command> Create() => [Monitor(), Check(), Alerts()];
 
-    /// <summary>The embedded store: $VMI_STORE, else $XDG_DATA_HOME/vmi/vmi.db, else ~/.local/share/vmi/vmi.db.</summary>
+    /// <summary>
+    /// The embedded store: $VMI_STORE, else $XDG_DATA_HOME/vmi/vmi.db, else ~/.local/share/vmi/vmi.db.
+    /// The default folder is created on first use (a path given by the user is taken as it is).
+    /// </summary>
     public static string DefaultStorePath()
     {
         if (Environment.GetEnvironmentVariable("VMI_STORE") is { Length: > 0 } s)
@@ -31,7 +34,16 @@ internal static class MonitorCommands
         string data = Environment.GetEnvironmentVariable("XDG_DATA_HOME") is { Length: > 0 } x
             ? x
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "share");
-        return Path.Combine(data, "vmi", "vmi.db");
+        string dir = Path.Combine(data, "vmi");
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new Vmi.Core.VmiException($"cannot create the default alert store folder {dir}: {e.Message}; pass --store PATH or set VMI_STORE.", e);
+        }
+        return Path.Combine(dir, "vmi.db");
     }
 
     private static Option<string> StoreOption() => new("--store") { Description = "SQLite file for alerts and events (default $VMI_STORE or ~/.local/share/vmi/vmi.db)." };

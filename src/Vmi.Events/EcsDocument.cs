@@ -79,7 +79,10 @@ public sealed class EcsDocument : SortedDictionary<string, object?>
                 writer.WriteEndObject();
             writer.WriteEndObject();
         }
-        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+        string json = Encoding.UTF8.GetString(buffer.WrittenSpan);
+        if (buffer.Capacity > 1 << 16)
+            t_buffer = null; // an outsized event does not pin its buffer to the thread
+        return json;
     }
 
     /// <summary><paramref name="path"/> is <paramref name="of"/> or one of its ancestors (<c>a.b</c> of <c>a.b.c</c>, not of <c>a.bc</c>).</summary>

@@ -78,6 +78,19 @@ public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
         throw new Xunit.Sdk.XunitException($"no {detector} alert within the time limit after {since.TotalSeconds:0.0}s; alerts so far:\n  {seen}\nlog:\n{Log}");
     }
 
+    /// <summary>Waits up to 20 s for an event of type <typeparamref name="T"/> that matches.</summary>
+    public async Task<T> WaitForEventAsync<T>(Func<T, bool> match) where T : VmiEvent
+    {
+        var deadline = Now + TimeSpan.FromSeconds(20);
+        while (Now < deadline)
+        {
+            if (_events.OfType<T>().FirstOrDefault(match) is T found)
+                return found;
+            await Task.Delay(100);
+        }
+        throw new Xunit.Sdk.XunitException($"no matching {typeof(T).Name} within 20 s; log:\n{Log}");
+    }
+
     public async Task WaitForSweepsAsync(int count)
     {
         long target = Session.Monitor.Sweeps + count;

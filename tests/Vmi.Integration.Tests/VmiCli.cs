@@ -13,6 +13,9 @@ internal static class VmiCli
 {
     public static string DllPath => Path.Combine(AppContext.BaseDirectory, "vmi.dll");
 
+    /// <summary>The alert store every vmi this test run starts uses (a fresh directory per run).</summary>
+    public static string StorePath { get; } = Path.Combine(Directory.CreateTempSubdirectory("vmi-test-store-").FullName, "vmi.db");
+
     public static ProcessStartInfo StartInfo(params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet")
@@ -22,6 +25,8 @@ internal static class VmiCli
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        // The tests' alerts go to a store of their own, never the user's.
+        psi.Environment["VMI_STORE"] = StorePath;
         psi.ArgumentList.Add(DllPath);
         foreach (string a in args)
             psi.ArgumentList.Add(a);
