@@ -36,6 +36,11 @@ internal static class CommandRunner
             await Console.Error.WriteLineAsync("vmi: error: " + e.Message).ConfigureAwait(false);
             return ExitError;
         }
+        catch (OperationCanceledException)
+        {
+            await Console.Error.WriteLineAsync("vmi: stopped before the command finished.").ConfigureAwait(false);
+            return ExitError;
+        }
         catch (UsageException e)
         {
             await Console.Error.WriteLineAsync("vmi: " + e.Message).ConfigureAwait(false);

@@ -80,7 +80,7 @@ internal static class MonitorCommands
             ITarget t = await TargetFactory.OpenAsync(parse.GetValue(target)!, ct).ConfigureAwait(false);
             await using (t.ConfigureAwait(false))
             {
-                string vmId = parse.GetValue(name) ?? VmIdOf(t);
+                string vmId = parse.GetValue(name) ?? VmIdOf(parse.GetValue(target)!);
                 GdbRemoteClient? gdb = null;
                 if (!parse.GetValue(noHooks) && t is QemuTarget { GdbEndpoint: (string host, int port) })
                 {
@@ -162,7 +162,18 @@ internal static class MonitorCommands
         public ValueTask DisposeAsync() => Interlocked.Exchange(ref _done, 1) == 0 ? action() : ValueTask.CompletedTask;
     }
 
-    private static string VmIdOf(ITarget t) => t.Description.Split(' ', 3) is [_, var n, ..] ? n.Trim('\'', '(', ')') : "vm";
+    /// <summary>A VM name from its --target: the dump's file name, or the QMP socket's (its folder's when the socket has a generic name).</summary>
+    internal static string VmIdOf(string target)
+    {
+        TargetSpec spec = TargetSpec.Parse(target);
+        string? path = spec.DumpPath ?? spec.QmpPath;
+        if (path is null)
+            return "vm";
+        string name = Path.GetFileNameWithoutExtension(path);
+        if (name is "qmp" or "attach" or "monitor" && Path.GetFileName(Path.GetDirectoryName(path)) is { Length: > 0 } dir)
+            name = dir;
+        return name.Length == 0 ? "vm" : name;
+    }
 
     internal static string FormatAlert(Alert a)
     {
@@ -189,7 +200,7 @@ internal static class MonitorCommands
             {
                 VcpuRegisters regs = await t.GetRegistersAsync(0, ct).ConfigureAwait(false);
                 LinuxProfile profile = LinuxProfile.Bootstrap(t.Memory, regs.Paging);
-                var guest = new GuestView(VmIdOf(t), GuestOs.Linux, t.Memory, profile.CreateKernel(t.Memory, regs.Paging));
+                var guest = new GuestView(VmIdOf(parse.GetValue(target)!), GuestOs.Linux, t.Memory, profile.CreateKernel(t.Memory, regs.Paging));
                 IntegrityReport report = await IntegrityCheck.RunAsync(guest, BuiltInDetectors.Create(guest, options.Detectors), cancellationToken: ct).ConfigureAwait(false);
                 if (parse.GetValue(json))
                 {

@@ -65,7 +65,11 @@ public sealed class MonitorSession : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(detectors);
         log ??= TextWriter.Null;
-        VcpuRegisters regs = await target.GetRegistersAsync(0, cancellationToken).ConfigureAwait(false);
+        // With our own stub connection, read through it: the stub serves one client, so the target
+        // could not open another.
+        VcpuRegisters regs = gdb is not null
+            ? await QemuTarget.ReadRegistersAsync(gdb, 0, cancellationToken).ConfigureAwait(false)
+            : await target.GetRegistersAsync(0, cancellationToken).ConfigureAwait(false);
         LinuxProfile profile = LinuxProfile.Bootstrap(target.Memory, regs.Paging);
         LinuxKernel kernel = profile.CreateKernel(target.Memory, regs.Paging);
         log.WriteLine($"vmi monitor: {vmId}: {profile.Banner.Trim()} ({profile.SymbolSource}, profile in {profile.BootstrapTime.TotalMilliseconds:0} ms)");

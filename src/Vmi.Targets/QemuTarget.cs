@@ -171,6 +171,14 @@ public sealed partial class QemuTarget : ITarget
         return result;
     }
 
+    /// <summary>Registers of a vCPU from a gdb stub client that is already connected (the stub serves one client at a time).</summary>
+    /// <exception cref="TargetException">The stub did not report a register introspection needs.</exception>
+    public static async Task<VcpuRegisters> ReadRegistersAsync(GdbRemoteClient gdb, int vcpu = 0, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(gdb);
+        return FromDictionary(vcpu, await gdb.ReadRegistersAsync(vcpu, cancellationToken).ConfigureAwait(false));
+    }
+
     private static VcpuRegisters FromDictionary(int vcpu, IReadOnlyDictionary<string, ulong> r)
     {
         ulong Get(string n) => r.TryGetValue(n, out ulong v) ? v : throw new TargetException($"the VM did not report register {n}.");
