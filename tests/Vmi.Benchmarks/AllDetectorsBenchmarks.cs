@@ -313,7 +313,7 @@ internal sealed class AllDetectorsLab : IDisposable
         _dump = dump;
         Paging = paging;
         var profile = LinuxProfile.Bootstrap(dump.Memory, paging);
-        Memory = new BenchOverlayMemory(dump.Memory);
+        Memory = new OverlayPhysicalMemory(dump.Memory);
         Kernel = profile.CreateKernel(Memory, paging);
         KernelMemory = new VirtualMemory(Memory, paging);
         Guest = new GuestView(VmId, GuestOs.Linux, Memory, Kernel);
@@ -343,7 +343,7 @@ internal sealed class AllDetectorsLab : IDisposable
     }
 
     public PagingContext Paging { get; }
-    public BenchOverlayMemory Memory { get; }
+    public OverlayPhysicalMemory Memory { get; }
     public LinuxKernel Kernel { get; }
     public VirtualMemory KernelMemory { get; }
     public GuestView Guest { get; }

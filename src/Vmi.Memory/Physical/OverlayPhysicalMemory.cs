@@ -1,15 +1,19 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
-using Vmi.Memory;
+using System.Runtime.CompilerServices;
 
-namespace Vmi.Detectors.Tests;
+namespace Vmi.Memory;
 
 /// <summary>
-/// A copy-on-write layer over read-only guest physical memory (a dump): writes land in private 4 KiB
-/// pages, reads see them, the base is never touched. Lets a test play the attacker (DKOM) on a real
-/// kernel image without leaking its edits into other tests.
+/// A copy-on-write layer over read-only guest physical memory (a dump, a live VM's RAM): writes land in
+/// private 4 KiB pages, reads see them, the base is never touched. For "what if" analysis on a real
+/// image, and for tests that play the attacker (DKOM) on a real kernel without leaking their edits.
 /// </summary>
-/// <remarks>Safe for concurrent readers; writes must not race reads of the same bytes.</remarks>
+/// <remarks>
+/// <see cref="WriteUInt64"/> stores an aligned value in an already overlaid page atomically, so the
+/// benchmarks can re-attack the guest while detectors read it on other threads. Safe for concurrent
+/// readers; other writes must not race reads of the same bytes.
+/// </remarks>
 public sealed class OverlayPhysicalMemory : IPhysicalMemory
 {
     public const int PageSize = 4096;
@@ -49,8 +53,15 @@ public sealed class OverlayPhysicalMemory : IPhysicalMemory
         }
     }
 
+    /// <summary>Writes 8 bytes; aligned ones into an already overlaid page are one atomic store (readers never see a torn value).</summary>
     public void WriteUInt64(ulong address, ulong value)
     {
+        if ((address & 7) == 0 && _pages.TryGetValue(address & ~PageMask, out byte[]? page))
+        {
+            ref byte at = ref page[(int)(address & PageMask)];
+            Volatile.Write(ref Unsafe.As<byte, ulong>(ref at), BitConverter.IsLittleEndian ? value : BinaryPrimitives.ReverseEndianness(value));
+            return;
+        }
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         Write(address, b);
