@@ -63,7 +63,8 @@ internal static class MonitorCommands
         var duration = new Option<double?>("--duration") { Description = "Stop after this many seconds (default: until Ctrl+C)." };
         var json = new Option<bool>("--json") { Description = "Print each alert as one line of ECS JSON." };
         var name = new Option<string>("--vm-name") { Description = "The VM's name in events (default: from the target)." };
-        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name })
+        var journal = new Option<string>("--journal") { Description = "Also record every event to this journal file (MessagePack, replayable in event time)." };
+        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal })
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
@@ -91,6 +92,8 @@ internal static class MonitorCommands
                 if (parse.GetValue(duration) is double d)
                     stop.CancelAfter(TimeSpan.FromSeconds(d));
                 await using var pipeline = new EventPipeline(TaskPoolScheduler.Default);
+                using Vmi.Pipeline.Journal.JournalWriter? journalWriter = parse.GetValue(journal) is string jp ? Vmi.Pipeline.Journal.JournalWriter.Create(jp) : null;
+                using IDisposable? recording = journalWriter is null ? null : pipeline.RecordTo(journalWriter);
                 bool asJson = parse.GetValue(json);
                 using IDisposable toStore = pipeline.Output.Subscribe(e => writer.Post(e));
                 using IDisposable toConsole = pipeline.Alerts.Subscribe(a => Console.Out.WriteLine(asJson ? a.ToEcs().ToNestedJson() : FormatAlert(a)));

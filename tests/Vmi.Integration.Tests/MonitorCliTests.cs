@@ -29,7 +29,8 @@ public sealed class MonitorCliTests(LabFixture lab, ITestOutputHelper output)
     public async Task Monitor_prints_alerts_live_and_alerts_lists_them_from_the_store()
     {
         string store = Path.Combine(Directory.CreateTempSubdirectory("vmi-monitor-").FullName, "alerts.db");
-        var m = await VmiCli.RunAsync("monitor", "--target", lab.Guest.Vm.TargetSpec, "--store", store, "--duration", "8", "--sweep-interval", "1", "--json");
+        string journal = Path.ChangeExtension(store, ".journal");
+        var m = await VmiCli.RunAsync("monitor", "--target", lab.Guest.Vm.TargetSpec, "--store", store, "--duration", "8", "--sweep-interval", "1", "--json", "--journal", journal);
         output.WriteLine(m.StandardError);
         Assert.Equal(0, m.ExitCode);
         Assert.Contains("hooks through the qemu gdb stub", m.StandardError, StringComparison.Ordinal);
@@ -41,6 +42,15 @@ public sealed class MonitorCliTests(LabFixture lab, ITestOutputHelper output)
             using var ecs = JsonDocument.Parse(line);
             Assert.Equal("alert", ecs.RootElement.GetProperty("event").GetProperty("kind").GetString());
             Assert.Equal("tmp-exec", ecs.RootElement.GetProperty("rule").GetProperty("name").GetString());
+        }
+
+        // The journal holds what the pipeline saw: the sweeps and the same alerts, readable back.
+        using (var reader = Vmi.Pipeline.Journal.JournalReader.Open(journal))
+        {
+            var recorded = reader.ReadAll().ToList();
+            Assert.Null(reader.Problem);
+            Assert.True(recorded.OfType<Vmi.Events.SweepTick>().Count() >= 5);
+            Assert.Equal(lines.Length, recorded.OfType<Vmi.Events.Alert>().Count());
         }
 
         var a = await VmiCli.RunAsync("alerts", "--store", store, "--json");
