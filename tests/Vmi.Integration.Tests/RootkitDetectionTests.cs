@@ -47,6 +47,18 @@ public sealed class RootkitDetectionTests(RootkitModuleLabFixture lab, ITestOutp
             ? $"hook event to alert (syscall table write): {(hook.Time - write.Time).TotalMilliseconds:0.0} ms"
             : "hook event to alert (syscall table write): the periodic sweep alerted first");
 
+        // The breakpoints told the story of the insmod: the shell forked, exec'd insmod, the module loaded.
+        ModuleLoaded loaded = await lab.WaitForEventAsync<ModuleLoaded>(m => m.Name == "vmi_rootkit");
+        Assert.NotEqual(0UL, loaded.Address);
+        var execs = lab.Events.OfType<ProcessExec>().ToList();
+        output.WriteLine($"{execs.Count} exec events: " + string.Join(", ", execs.Select(e => $"{e.Pid} {e.Name} {e.Path}")));
+        output.WriteLine($"{lab.Events.OfType<BreakpointHit>().Count()} breakpoint hits: " + string.Join(", ", lab.Events.OfType<BreakpointHit>().Select(b => b.Hook).Distinct()));
+        // busybox runs the insmod applet by re-executing itself: the kernel's view is an exec of /proc/self/exe.
+        ProcessExec exec = await lab.WaitForEventAsync<ProcessExec>(e => e.Path == "/proc/self/exe" && e.Pid > 1);
+        Assert.Equal("exe", exec.Name);
+        Assert.Contains(lab.Events.OfType<ProcessStarted>(), p => p.Pid == exec.Pid);
+        Assert.Contains(lab.Events.OfType<BreakpointHit>(), b => b.Hook == "module-load" && b.Symbol == "do_init_module+0x0");
+
         // (b) hide a process by unlinking it from the task list.
         t0 = lab.Now;
         await Sh($"kill -63 {lab.HidePid}");
