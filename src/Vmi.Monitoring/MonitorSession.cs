@@ -20,11 +20,15 @@ public sealed class MonitorSession : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly IHookBackend? _hooks;
     private readonly bool _ownsPipeline;
+    private readonly ITarget _target;
+    private readonly TextWriter _log;
     private Task _run = Task.CompletedTask;
 
-    private MonitorSession(string vmId, LinuxProfile profile, LinuxKernel kernel, GuestView guest, EventPipeline pipeline, bool ownsPipeline,
+    private MonitorSession(ITarget target, TextWriter log, string vmId, LinuxProfile profile, LinuxKernel kernel, GuestView guest, EventPipeline pipeline, bool ownsPipeline,
         VmMonitor monitor, IHookBackend? hooks)
     {
+        _target = target;
+        _log = log;
         VmId = vmId;
         Profile = profile;
         Kernel = kernel;
@@ -83,7 +87,7 @@ public sealed class MonitorSession : IAsyncDisposable
         // Hooks read the hooked ranges without the translation cache: a stale entry would make a wrong shadow.
         IHookBackend? hooks = gdb is null ? null : new GdbHookBackend(gdb, new VirtualMemory(target.Memory, regs.Paging));
         var monitor = new VmMonitor(vmId, kernel, pipeline.Publish, options, pipeline.Scheduler, hooks, log);
-        var session = new MonitorSession(vmId, profile, kernel, guest, pipeline, owns, monitor, hooks);
+        var session = new MonitorSession(target, log, vmId, profile, kernel, guest, pipeline, owns, monitor, hooks);
         session._run = Task.Run(() => monitor.RunAsync(session._stop.Token), CancellationToken.None);
         await Task.WhenAny(monitor.Ready, session._run).ConfigureAwait(false);
         if (session._run.IsFaulted)
@@ -104,7 +108,23 @@ public sealed class MonitorSession : IAsyncDisposable
             // Stopping anyway; the failure was reported through Completion.
         }
         if (_hooks is not null)
+        {
             await _hooks.DisposeAsync().ConfigureAwait(false);
+            if (_hooks is GdbHookBackend { CleanupProblem: string problem })
+                _log.WriteLine($"vmi monitor: {VmId}: {problem}");
+            // Detaching from QEMU's stub can leave the VM stopped in "debug": the guest runs on after us.
+            if (_target is QemuTarget qemu)
+            {
+                try
+                {
+                    await qemu.ResumeAfterDebugAsync().ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is Vmi.Core.VmiException or IOException or ObjectDisposedException)
+                {
+                    // The VM is already gone.
+                }
+            }
+        }
         if (_ownsPipeline)
             await Pipeline.DisposeAsync().ConfigureAwait(false);
         _stop.Dispose();

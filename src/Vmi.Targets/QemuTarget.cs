@@ -132,6 +132,16 @@ public sealed partial class QemuTarget : ITarget
         }
     }
 
+    /// <summary>
+    /// Resumes the VM when the gdb stub left it stopped (QMP status <c>debug</c>, as a detach can); a VM
+    /// paused by someone else stays paused.
+    /// </summary>
+    public async Task ResumeAfterDebugAsync(CancellationToken cancellationToken = default)
+    {
+        if (await _qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "debug")
+            await _qmp.ContinueAsync(cancellationToken).ConfigureAwait(false);
+    }
+
     private async Task<VcpuRegisters> ReadThroughMonitorAsync(int vcpu, CancellationToken ct)
     {
         string text = await _qmp.HumanMonitorCommandAsync("info registers -a", ct).ConfigureAwait(false);

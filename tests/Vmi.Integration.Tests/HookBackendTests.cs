@@ -50,6 +50,8 @@ public sealed class HookBackendTests(LabFixture lab, ITestOutputHelper output)
 
         await stop.CancelAsync();
         await run;
+        Assert.Null(backend.CleanupProblem);
+        Assert.Empty(backend.Hooks);
 
         var writes = hits.Where(h => h.Hook == tick).ToList();
         foreach (HookHit w in writes)

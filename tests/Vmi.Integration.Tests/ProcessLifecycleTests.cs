@@ -67,6 +67,9 @@ public sealed partial class ProcessLifecycleTests(ITestOutputHelper output)
         Assert.False(Directory.Exists($"/proc/{qemuPid}"), "QEMU still running after vmi exited");
         Assert.DoesNotContain(Directory.GetFiles("/dev/shm", "vmi-*"), f => !before.Contains(f));
         Assert.Contains("@@VMI-READY", r.StandardOutput, StringComparison.Ordinal);
+        // The guest powered itself off (not killed after a timeout): monitoring let go of it cleanly.
+        Assert.Contains("reboot: Power down", r.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains("vmi: monitoring lab", r.StandardError, StringComparison.Ordinal);
     }
 
     [Fact]

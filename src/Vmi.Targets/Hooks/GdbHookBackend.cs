@@ -54,6 +54,9 @@ public sealed class GdbHookBackend : IHookBackend
     /// <summary>Wall time the guest spent stopped for hooks: from the stop reply to the resume (the hook round trip).</summary>
     public TimeSpan StoppedTime => TimeSpan.FromTicks(System.Diagnostics.Stopwatch.GetElapsedTime(0, _stoppedTicks).Ticks);
 
+    /// <summary>Why the last clean-up (removing hooks, detaching) was incomplete, or null; the VM may then be left stopped.</summary>
+    public string? CleanupProblem { get; private set; }
+
     /// <summary>Stops handled (hits, and stops to apply hook changes).</summary>
     public long Stops { get; private set; }
 
@@ -164,9 +167,9 @@ public sealed class GdbHookBackend : IHookBackend
         {
             while (!cancellationToken.IsCancellationRequested)
             {
-                await ApplyPendingLockedAsync(cancellationToken).ConfigureAwait(false);
+                await ApplyPendingLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 if (!_gdb.IsRunning)
-                    await _gdb.ResumeAsync(cancellationToken).ConfigureAwait(false);
+                    await _gdb.ResumeAsync(CancellationToken.None).ConfigureAwait(false);
                 GdbStopReply? stop;
                 try
                 {
@@ -186,9 +189,9 @@ public sealed class GdbHookBackend : IHookBackend
                     throw new TargetException($"the VM ended while hooked ({stop.Raw}).");
                 long stoppedAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 await HandleStopAsync(stop, onHit).ConfigureAwait(false);
-                await ApplyPendingLockedAsync(cancellationToken).ConfigureAwait(false);
+                await ApplyPendingLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 if (!_gdb.IsRunning)
-                    await _gdb.ResumeAsync(cancellationToken).ConfigureAwait(false);
+                    await _gdb.ResumeAsync(CancellationToken.None).ConfigureAwait(false);
                 _stoppedTicks += System.Diagnostics.Stopwatch.GetTimestamp() - stoppedAt;
                 Stops++;
             }
@@ -211,7 +214,7 @@ public sealed class GdbHookBackend : IHookBackend
             }
             catch (Exception e) when (e is Vmi.Core.ProtocolException or IOException or TargetException)
             {
-                // The VM or the stub is gone; nothing left to clean.
+                CleanupProblem = $"hooks could not be removed cleanly: {e.Message}";
             }
             Volatile.Write(ref _running, 0);
         }
@@ -401,7 +404,7 @@ public sealed class GdbHookBackend : IHookBackend
         }
         catch (Exception e) when (e is Vmi.Core.ProtocolException or IOException)
         {
-            // Already gone.
+            CleanupProblem ??= $"detaching from the gdb stub failed: {e.Message}";
         }
         await _gdb.DisposeAsync().ConfigureAwait(false);
     }
