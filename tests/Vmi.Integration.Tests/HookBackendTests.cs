@@ -42,14 +42,14 @@ public sealed class HookBackendTests(LabFixture lab, ITestOutputHelper output)
         await WaitUntil(() => hits.Any(h => h.Hook == fork), "a wake_up_new_task breakpoint");
 
         // Removal while the guest runs: no jiffies hit after it returns (one may be in flight).
-        await backend.RemoveAsync(tick);
+        await backend.RemoveAsync(tick).WaitAsync(TimeSpan.FromSeconds(30));
         int afterRemove = hits.Count(h => h.Hook == tick);
         await Task.Delay(1000);
         Assert.InRange(hits.Count(h => h.Hook == tick), afterRemove, afterRemove + 1);
         Assert.Single(backend.Hooks);
 
         await stop.CancelAsync();
-        await run;
+        await run.WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Null(backend.CleanupProblem);
         Assert.Empty(backend.Hooks);
 

@@ -100,7 +100,18 @@ public sealed class GdbHookBackend : IHookBackend
         }
         // The run loop owns the stub while the guest runs: it stops the guest, applies, resumes.
         await _ops.Writer.WriteAsync(op, ct).ConfigureAwait(false);
-        await op.Done.Task.WaitAsync(ct).ConfigureAwait(false);
+        while (!op.Done.Task.IsCompleted)
+        {
+            await Task.WhenAny(op.Done.Task, Task.Delay(250, ct)).ConfigureAwait(false);
+            ct.ThrowIfCancellationRequested();
+            // The loop ended between our check and the enqueue: apply it ourselves.
+            if (Volatile.Read(ref _running) == 0)
+            {
+                while (_ops.Reader.TryRead(out PendingOp? queued))
+                    await ApplyAsync(queued, ct).ConfigureAwait(false);
+            }
+        }
+        await op.Done.Task.ConfigureAwait(false);
     }
 
     private async Task ApplyAsync(PendingOp op, CancellationToken ct)
@@ -189,6 +200,7 @@ public sealed class GdbHookBackend : IHookBackend
                     throw new TargetException($"the VM ended while hooked ({stop.Raw}).");
                 long stoppedAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 await HandleStopAsync(stop, onHit).ConfigureAwait(false);
+                await DeliverUnreportedWritesAsync(VcpuOf(stop.ThreadId), onHit).ConfigureAwait(false);
                 await ApplyPendingLockedAsync(CancellationToken.None).ConfigureAwait(false);
                 if (!_gdb.IsRunning)
                     await _gdb.ResumeAsync(CancellationToken.None).ConfigureAwait(false);
@@ -217,6 +229,9 @@ public sealed class GdbHookBackend : IHookBackend
                 CleanupProblem = $"hooks could not be removed cleanly: {e.Message}";
             }
             Volatile.Write(ref _running, 0);
+            // Nobody applies queued changes any more: fail them rather than leave their callers waiting.
+            while (_ops.Reader.TryRead(out PendingOp? orphan))
+                orphan.Done.TrySetException(new TargetException($"hook change {orphan.Hook} was not applied: the hook loop ended ({CleanupProblem ?? "stopped"})."));
         }
     }
 
@@ -268,16 +283,7 @@ public sealed class GdbHookBackend : IHookBackend
                 await _gdb.StepAsync(vcpu).ConfigureAwait(false);
                 regs = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
             }
-            runs = Diff(placed);
-            foreach (var (offset, length) in runs)
-            {
-                ulong gva = placed.Handle.Request.Address + (ulong)offset;
-                byte[] old = placed.Shadow.AsSpan(offset, length).ToArray();
-                byte[] now = new byte[length];
-                _kernel.Read(gva, now);
-                now.CopyTo(placed.Shadow.AsSpan(offset, length));
-                await DeliverAsync(onHit, new HookHit(placed.Handle, _time.GetUtcNow(), vcpu, Reg(regs, "rip"), Reg(regs, "cr3"), gva, Gpa(gva), old, now, regs)).ConfigureAwait(false);
-            }
+            await DeliverWritesAsync(placed, Diff(placed), vcpu, regs, onHit).ConfigureAwait(false);
             return;
         }
         if (stop.Signal != 5)
@@ -301,6 +307,40 @@ public sealed class GdbHookBackend : IHookBackend
             await _gdb.InsertBreakpointAsync(GdbBreakpointKind.Software, rip, 1).ConfigureAwait(false);
         }
     }
+
+    private async Task DeliverWritesAsync(Placed placed, List<(int Offset, int Length)> runs, int vcpu, IReadOnlyDictionary<string, ulong> regs, Func<HookHit, ValueTask> onHit)
+    {
+        foreach (var (offset, length) in runs)
+        {
+            ulong gva = placed.Handle.Request.Address + (ulong)offset;
+            byte[] old = placed.Shadow.AsSpan(offset, length).ToArray();
+            byte[] now = new byte[length];
+            _kernel.Read(gva, now);
+            now.CopyTo(placed.Shadow.AsSpan(offset, length));
+            await DeliverAsync(onHit, new HookHit(placed.Handle, _time.GetUtcNow(), vcpu, Reg(regs, "rip"), Reg(regs, "cr3"), gva, Gpa(gva), old, now, regs)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// After any stop: a write hook whose range changed without its own stop being seen (the watchpoint
+    /// fired inside a single step we made, or the stub attributed the stop elsewhere) is reported now,
+    /// with no writer (RIP 0, no registers): which instruction wrote is not known. The shadows make this
+    /// a cheap compare.
+    /// </summary>
+    private async Task DeliverUnreportedWritesAsync(int vcpu, Func<HookHit, ValueTask> onHit)
+    {
+        Placed[] writes;
+        lock (_lock)
+            writes = [.. _placed.Where(p => p.Handle.Request.Kind == HookKind.Write && p.Shadow is not null)];
+        foreach (Placed p in writes)
+        {
+            List<(int Offset, int Length)> runs = Diff(p);
+            if (runs.Count > 0)
+                await DeliverWritesAsync(p, runs, vcpu, NoRegisters, onHit).ConfigureAwait(false);
+        }
+    }
+
+    private static readonly IReadOnlyDictionary<string, ulong> NoRegisters = new Dictionary<string, ulong>();
 
     /// <summary>Single steps spent finishing one rep string instruction before the hit is delivered as it stands.</summary>
     public const int MaxRepSteps = 256;
