@@ -130,7 +130,7 @@ public sealed partial class EcsTests
     {
         EcsDocument d = Sample(nameof(NetworkFlow)).ToEcs();
         Assert.Equal("tcp", d["network.transport"]);
-        Assert.Equal("10.0.0.2", d["source.ip"]);
+        Assert.Equal("192.0.2.10", d["source.ip"]);
         Assert.Equal(443, d["destination.port"]);
         Assert.Equal(123456L, d["network.bytes"]);
     }

@@ -68,7 +68,7 @@ internal static class SampleEvents
         new NetworkFlow
         {
             Id = G(9), VmId = "vm-b", Time = Time.AddSeconds(8), Sequence = 109,
-            Protocol = "TCP", SourceIp = "10.0.0.2", SourcePort = 40000, DestinationIp = "203.0.113.7", DestinationPort = 443,
+            Protocol = "TCP", SourceIp = "192.0.2.10", SourcePort = 40000, DestinationIp = "203.0.113.7", DestinationPort = 443,
             Bytes = 123456, Packets = 99,
         },
         new SignatureMatch
