@@ -38,7 +38,7 @@ public sealed class HookHandle
 /// <summary>A hook fired. The guest has already continued (or continues right after the hit is delivered).</summary>
 /// <param name="Hook">The hook.</param>
 /// <param name="Time">When the backend saw it.</param>
-/// <param name="Vcpu">vCPU index.</param>
+/// <param name="Vcpu">vCPU index; -1 when the write was found by comparing shadows and the writer is unknown.</param>
 /// <param name="Rip">Instruction pointer: the breakpoint address, or for a write the instruction after the writing one on qemu (x86 data breakpoints are traps).</param>
 /// <param name="Cr3">Address space of the vCPU at the hit.</param>
 /// <param name="Gva">Virtual address of the first changed/accessed byte.</param>
