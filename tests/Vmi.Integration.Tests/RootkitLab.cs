@@ -91,6 +91,19 @@ public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
         throw new Xunit.Sdk.XunitException($"no matching {typeof(T).Name} within 20 s; log:\n{Log}");
     }
 
+    /// <summary>Like <see cref="WaitForEventAsync{T}"/>, but null after 20 s.</summary>
+    public async Task<T?> TryWaitForEventAsync<T>(Func<T, bool> match) where T : VmiEvent
+    {
+        var deadline = Now + TimeSpan.FromSeconds(20);
+        while (Now < deadline)
+        {
+            if (_events.OfType<T>().FirstOrDefault(match) is T found)
+                return found;
+            await Task.Delay(100);
+        }
+        return null;
+    }
+
     public async Task WaitForSweepsAsync(int count)
     {
         long target = Session.Monitor.Sweeps + count;

@@ -354,6 +354,9 @@ public sealed class GdbRemoteClient : IAsyncDisposable
 
         if (waiter is null)
         {
+            // An exit ('W'/'X') closes the session: it is still the answer for a waiter that comes late.
+            if (LastStop is { TargetAlive: false } ended)
+                return Task.FromResult<GdbStopReply?>(ended);
             ThrowIfClosed();
             return Task.FromResult<GdbStopReply?>(LastStop ?? throw new InvalidOperationException("The target has not been resumed and reported no stop."));
         }
