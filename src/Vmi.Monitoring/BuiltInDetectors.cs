@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Vmi.Detectors.Anomaly;
+using Vmi.Detectors.Av;
 using Vmi.Detectors.Linux;
 using Vmi.Events;
 using Vmi.Pipeline;
@@ -13,6 +14,7 @@ public static class BuiltInDetectors
     public static IReadOnlyList<DetectorRegistration> Extra { get; } =
     [
         DetectorRegistration.For<AnomalyDetectorOptions>(AnomalyDetector.DetectorId, "Process behaviour anomaly (ML.NET randomized PCA)", GuestOs.Linux, o => new AnomalyDetector(o)),
+        DetectorRegistration.For<AvDetectorOptions>(AvDetector.Id, "Malware signature in memory (YARA)", GuestOs.Linux, o => new AvDetector(o)),
     ];
 
     /// <summary>The detectors for one VM, with options by detector id (see detectors/README.md).</summary>

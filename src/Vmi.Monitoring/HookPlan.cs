@@ -18,6 +18,10 @@ public sealed record HookPlan(IReadOnlyList<HookRequest> Requests, IReadOnlyList
     public const string ExecFunction = "setup_new_exec";            // (struct linux_binprm *bprm): past the point of no return
     public const string ModuleLoadFunction = "do_init_module";      // (struct module *mod): before the module's init runs
 
+    /// <summary>Breakpoints where user memory can become executable: an mprotect changing a VMA's flags, and a new mapping.</summary>
+    public const string ExecutableMemory = "exec-memory";
+    public static readonly IReadOnlyList<string> ExecutableMemoryFunctions = ["mprotect_fixup", "mmap_region"];
+
     private const ulong PageSize = 4096;
 
     /// <summary>Resolves the options against the kernel's symbols; what cannot be resolved is a problem, not an error.</summary>
@@ -62,6 +66,8 @@ public sealed record HookPlan(IReadOnlyList<HookRequest> Requests, IReadOnlyList
         AddBreakpoint(options.ProcessCreate, ProcessCreate, ProcessCreateFunction);
         AddBreakpoint(options.Exec, Exec, ExecFunction);
         AddBreakpoint(options.ModuleLoad, ModuleLoad, ModuleLoadFunction);
+        foreach (string f in ExecutableMemoryFunctions)
+            AddBreakpoint(options.ExecutableMemory, ExecutableMemory, f);
         return new HookPlan(requests, problems);
 
         void AddBreakpoint(bool enabled, string name, string function)

@@ -89,6 +89,12 @@ public sealed record HookOptions
     /// <summary>Breakpoint on module load (<c>do_init_module</c>).</summary>
     public bool ModuleLoad { get; init; } = true;
 
+    /// <summary>
+    /// Breakpoints where user memory can become executable (<c>mprotect_fixup</c>, <c>mmap_region</c>): the AV
+    /// detector scans the process shortly after. Each mapping a process makes stops the guest once.
+    /// </summary>
+    public bool ExecutableMemory { get; init; } = true;
+
     /// <summary>No hooks at all (sweeps only).</summary>
     public static HookOptions None { get; } = new()
     {

@@ -80,7 +80,7 @@ internal sealed class AtomIndex
         return index;
     }
 
-    /// <summary>Calls <paramref name="onHit"/> for every atom occurrence starting in [start, end).</summary>
+    /// <summary>Calls the visitor for every atom occurrence starting in [start, end).</summary>
     public unsafe void Find<TVisitor>(byte* data, int length, int start, int end, ref TVisitor visitor)
         where TVisitor : struct, IAtomVisitor
     {

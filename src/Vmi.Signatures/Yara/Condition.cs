@@ -55,6 +55,8 @@ internal sealed unsafe class EvalContext
     public int CurrentString = -1;
     public ScanBudget Budget = ScanBudget.Unlimited;
     public long? EntryPoint;
+    /// <summary>For multi-block scans (a process's regions): reads by absolute address; filesize is undefined.</summary>
+    public BlockReader? Reader;
 
     public ReadOnlySpan<byte> Span => new(Data, checked((int)Math.Min(Length, int.MaxValue)));
 }
@@ -75,8 +77,11 @@ internal sealed class ConstNode(Value value) : Node
 
 internal sealed class FilesizeNode : Node
 {
-    public override Value Eval(EvalContext c) => Value.Int(c.Length);
+    public override Value Eval(EvalContext c) => c.Reader is null ? Value.Int(c.Length) : Value.Undefined;
 }
+
+/// <summary>Reads <paramref name="destination"/>.Length bytes at an absolute address of a multi-block scan.</summary>
+public delegate bool BlockReader(long address, Span<byte> destination);
 
 internal sealed class EntrypointNode : Node
 {
@@ -294,9 +299,22 @@ internal sealed class ReadIntNode(int size, bool signed, bool bigEndian, Node of
     public override unsafe Value Eval(EvalContext c)
     {
         var o = offset.Eval(c);
-        if (o.Kind != ValueKind.Int || o.I < 0 || o.I > c.Length - size)
+        if (o.Kind != ValueKind.Int)
             return Value.Undefined;
-        var span = new ReadOnlySpan<byte>(c.Data + o.I, size);
+        Span<byte> buffer = stackalloc byte[4];
+        scoped ReadOnlySpan<byte> span;
+        if (c.Reader is not null)
+        {
+            if (!c.Reader(o.I, buffer[..size]))
+                return Value.Undefined;
+            span = buffer[..size];
+        }
+        else
+        {
+            if (o.I < 0 || o.I > c.Length - size)
+                return Value.Undefined;
+            span = new ReadOnlySpan<byte>(c.Data + o.I, size);
+        }
         long v = (size, signed, bigEndian) switch
         {
             (1, false, _) => span[0],

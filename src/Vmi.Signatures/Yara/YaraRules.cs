@@ -69,7 +69,7 @@ public sealed class YaraRule
 
 /// <summary>
 /// A compiled, immutable rule set: safe to share between threads and scans. Compile once with
-/// <see cref="Compile"/> or <see cref="CompileFiles"/>, scan many times with <see cref="YaraScanner"/>.
+/// <see cref="Compile"/> or <c>CompileFiles</c>, scan many times with <see cref="YaraScanner"/>.
 /// </summary>
 public sealed class YaraRules
 {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Buffers;
 using Vmi.Signatures.Patterns;
 
 namespace Vmi.Signatures.Yara;
@@ -114,94 +115,158 @@ public static class YaraScanner
         using var timeout = options.Timeout is TimeSpan t ? new CancellationTokenSource(t) : null;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(options.Cancellation, timeout?.Token ?? CancellationToken.None);
         var token = linked.Token;
-        var warnings = new List<string>();
         fixed (byte* p = data)
         {
             var raw = Search(rules, p, data.Length, options, budget, token);
-            var lists = new MatchList[rules.Strings.Length];
-            long total = 0;
-            for (int s = 0; s < lists.Length; s++)
+            nint ptr = (nint)p;
+            int length = data.Length;
+            bool Read(long offset, Span<byte> destination)
             {
-                if (raw[s] is null)
-                {
-                    lists[s] = MatchList.Empty;
-                    continue;
-                }
-                var list = MatchList.From(raw[s]!);
-                if (list.Count > options.MaxMatchesPerString)
-                {
-                    warnings.Add($"string \"{rules.Strings[s].Spec.Id}\" has more than {options.MaxMatchesPerString} matches; the rest were dropped");
-                    var trimmed = new List<(long, int)>(options.MaxMatchesPerString);
-                    for (int i = 0; i < options.MaxMatchesPerString; i++)
-                        trimmed.Add(list[i]);
-                    list = MatchList.From(trimmed);
-                }
-                total += list.Count;
-                if (total > options.MaxTotalMatches)
-                    throw new YaraScanException($"the scan exceeded its memory budget: more than {options.MaxTotalMatches} matches");
-                lists[s] = list;
+                if (offset < 0 || offset > length - destination.Length)
+                    return false;
+                new ReadOnlySpan<byte>((byte*)ptr + offset, destination.Length).CopyTo(destination);
+                return true;
             }
             var ctx = new EvalContext
             {
                 Data = p,
                 Length = data.Length,
-                BaseOffset = options.BaseOffset,
-                Matches = lists,
-                RuleResults = new bool[rules.Rules.Count],
-                Variables = new Value[Math.Max(1, rules.MaxVariables)],
-                Externals = rules.ExternalValues,
-                Budget = budget,
                 EntryPoint = options.ComputeEntryPoint ? ExecutableFormats.EntryPointOffset(data) : null,
             };
-            var matched = new List<YaraRuleMatch>();
-            bool globalFailed = false;
-            try
-            {
-                foreach (var rule in rules.Rules)
-                {
-                    token.ThrowIfCancellationRequested();
-                    bool ok = rule.Condition.Eval(ctx).Truth;
-                    ctx.RuleResults[rule.Index] = ok;
-                    if (rule.IsGlobal && !ok)
-                        globalFailed = true;
-                }
-            }
-            catch (ScanBudgetExceededException e)
-            {
-                throw new YaraScanException("the scan exceeded its step budget while evaluating conditions", e);
-            }
-            catch (OperationCanceledException e) when (timeout?.IsCancellationRequested == true)
-            {
-                throw new YaraScanException($"the scan timed out after {options.Timeout}", e);
-            }
-            foreach (var rule in rules.Rules)
-            {
-                if (!ctx.RuleResults[rule.Index] || (globalFailed && !rule.IsGlobal))
-                    continue;
-                var strings = new List<YaraStringMatches>();
-                foreach (var s in rule.Strings)
-                {
-                    var list = lists[s.Index];
-                    if (list.Count == 0)
-                        continue;
-                    var ms = new YaraMatch[list.Count];
-                    for (int i = 0; i < list.Count; i++)
-                    {
-                        var (off, len) = list[i];
-                        int keep = (int)Math.Min(Math.Min(len, options.MaxMatchData), data.Length - off);
-                        ms[i] = new YaraMatch(off + options.BaseOffset, len, data.Slice((int)off, keep).ToArray());
-                    }
-                    strings.Add(new YaraStringMatches(s, ms));
-                }
-                matched.Add(new YaraRuleMatch(rule, strings));
-            }
-            if (globalFailed)
-                matched.RemoveAll(m => m.Rule.IsGlobal && !ctx.RuleResults[m.Rule.Index]);
-            return new YaraScanResult(matched, warnings, data.Length, sw.Elapsed);
+            return Evaluate(rules, raw, ctx, options, budget, timeout, token, Read, data.Length, sw);
         }
     }
 
-    private readonly struct Collector(CompiledString[] strings, byte* data, int length, ScanBudget budget, List<(long, int)>?[] raw) : IAtomVisitor
+    /// <summary>
+    /// Scans several blocks (a process's memory regions, kernel regions) as one target, the way yara scans a
+    /// process: matches from every block count toward one evaluation, offsets are the blocks' absolute
+    /// addresses, <c>filesize</c> is undefined and <c>uintN(addr)</c> reads whichever block holds addr.
+    /// </summary>
+    public static unsafe YaraScanResult ScanBlocks(YaraRules rules, IReadOnlyList<(long Address, ReadOnlyMemory<byte> Data)> blocks, YaraScanOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(rules);
+        ArgumentNullException.ThrowIfNull(blocks);
+        options ??= new YaraScanOptions();
+        var sw = Stopwatch.StartNew();
+        var budget = new ScanBudget(options.MaxSteps);
+        using var timeout = options.Timeout is TimeSpan t ? new CancellationTokenSource(t) : null;
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(options.Cancellation, timeout?.Token ?? CancellationToken.None);
+        var raw = new List<(long, int)>?[rules.Strings.Length];
+        long bytes = 0;
+        foreach (var (address, data) in blocks)
+        {
+            using var pin = data.Pin();
+            var found = Search(rules, (byte*)pin.Pointer, data.Length, options, budget, linked.Token);
+            for (int s = 0; s < raw.Length; s++)
+            {
+                if (found[s] is not { } l)
+                    continue;
+                var target = raw[s] ??= [];
+                foreach (var (off, len) in l)
+                    target.Add((unchecked(address + off), len));
+            }
+            bytes += data.Length;
+        }
+        var sorted = blocks.OrderBy(b => b.Address).ToArray();
+        bool Read(long address, Span<byte> destination)
+        {
+            foreach (var (a, d) in sorted)
+            {
+                long rel = unchecked(address - a);
+                if (rel >= 0 && rel <= d.Length - destination.Length)
+                {
+                    d.Span.Slice((int)rel, destination.Length).CopyTo(destination);
+                    return true;
+                }
+            }
+            return false;
+        }
+        var ctx = new EvalContext { Reader = Read };
+        return Evaluate(rules, raw, ctx, options, budget, timeout, linked.Token, Read, bytes, sw);
+    }
+
+    private static YaraScanResult Evaluate(YaraRules rules, List<(long Offset, int Length)>?[] raw, EvalContext ctx, YaraScanOptions options,
+        ScanBudget budget, CancellationTokenSource? timeout, CancellationToken token, BlockReader read, long bytes, Stopwatch sw)
+    {
+        var warnings = new List<string>();
+        var lists = new MatchList[rules.Strings.Length];
+        long total = 0;
+        for (int s = 0; s < lists.Length; s++)
+        {
+            if (raw[s] is null)
+            {
+                lists[s] = MatchList.Empty;
+                continue;
+            }
+            var list = MatchList.From(raw[s]!);
+            if (list.Count > options.MaxMatchesPerString)
+            {
+                warnings.Add($"string \"{rules.Strings[s].Spec.Id}\" has more than {options.MaxMatchesPerString} matches; the rest were dropped");
+                var trimmed = new List<(long, int)>(options.MaxMatchesPerString);
+                for (int i = 0; i < options.MaxMatchesPerString; i++)
+                    trimmed.Add(list[i]);
+                list = MatchList.From(trimmed);
+            }
+            total += list.Count;
+            if (total > options.MaxTotalMatches)
+                throw new YaraScanException($"the scan exceeded its memory budget: more than {options.MaxTotalMatches} matches");
+            lists[s] = list;
+        }
+        ctx.BaseOffset = options.BaseOffset;
+        ctx.Matches = lists;
+        ctx.RuleResults = new bool[rules.Rules.Count];
+        ctx.Variables = new Value[Math.Max(1, rules.MaxVariables)];
+        ctx.Externals = rules.ExternalValues;
+        ctx.Budget = budget;
+        bool globalFailed = false;
+        try
+        {
+            foreach (var rule in rules.Rules)
+            {
+                token.ThrowIfCancellationRequested();
+                bool ok = rule.Condition.Eval(ctx).Truth;
+                ctx.RuleResults[rule.Index] = ok;
+                if (rule.IsGlobal && !ok)
+                    globalFailed = true;
+            }
+        }
+        catch (ScanBudgetExceededException e)
+        {
+            throw new YaraScanException("the scan exceeded its step budget while evaluating conditions", e);
+        }
+        catch (OperationCanceledException e) when (timeout?.IsCancellationRequested == true)
+        {
+            throw new YaraScanException($"the scan timed out after {options.Timeout}", e);
+        }
+        var matched = new List<YaraRuleMatch>();
+        foreach (var rule in rules.Rules)
+        {
+            if (!ctx.RuleResults[rule.Index] || (globalFailed && !rule.IsGlobal))
+                continue;
+            var strings = new List<YaraStringMatches>();
+            foreach (var s in rule.Strings)
+            {
+                var list = lists[s.Index];
+                if (list.Count == 0)
+                    continue;
+                var ms = new YaraMatch[list.Count];
+                for (int i = 0; i < list.Count; i++)
+                {
+                    var (off, len) = list[i];
+                    int keep = Math.Min(len, options.MaxMatchData);
+                    var data = new byte[keep];
+                    while (keep > 0 && !read(off, data.AsSpan(0, keep)))
+                        keep--;
+                    ms[i] = new YaraMatch(off + options.BaseOffset, len, keep == data.Length ? data : data[..keep]);
+                }
+                strings.Add(new YaraStringMatches(s, ms));
+            }
+            matched.Add(new YaraRuleMatch(rule, strings));
+        }
+        return new YaraScanResult(matched, warnings, bytes, sw.Elapsed);
+    }
+
+    private readonly unsafe struct Collector(CompiledString[] strings, byte* data, int length, ScanBudget budget, List<(long, int)>?[] raw) : IAtomVisitor
     {
         private readonly Sink?[] sinks = new Sink?[strings.Length];
 
