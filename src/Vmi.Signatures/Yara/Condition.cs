@@ -282,15 +282,7 @@ internal sealed class MatchesNode(Node left, CompiledString regex) : Node
         var l = left.Eval(c);
         if (l.Kind != ValueKind.String)
             return Value.Undefined;
-        var sink = new FirstMatchSink();
-        regex.VerifyAll(l.S, sink, c.Budget);
-        return Value.Bool(sink.Found);
-    }
-
-    private sealed class FirstMatchSink : IMatchSink
-    {
-        public bool Found { get; private set; }
-        public void Add(int offset, int length) => Found = true;
+        return Value.Bool(regex.IsMatch(l.S, c.Budget));
     }
 }
 

@@ -222,7 +222,7 @@ public static class YaraCli
                         sb.Clear();
                         sb.Append("0x").Append(m.Offset.ToString("x", CultureInfo.InvariantCulture)).Append(':');
                         if (o.Lengths)
-                            sb.Append(m.Length.ToString(CultureInfo.InvariantCulture)).Append(':');
+                            sb.Append(m.Data.Length.ToString(CultureInfo.InvariantCulture)).Append(':'); // yara prints the kept data's length (at most 512)
                         sb.Append(sm.String.Id).Append(": ");
                         AppendData(sb, m.Data, sm.String.IsHex);
                         w.WriteLine(sb.ToString());

@@ -58,11 +58,12 @@ internal sealed class MatchList
 
     public static MatchList From(List<(long Offset, int Length)> raw)
     {
-        raw.Sort((a, b) => a.Offset != b.Offset ? a.Offset.CompareTo(b.Offset) : b.Length.CompareTo(a.Length));
-        var list = new MatchList { items = new (long, int)[raw.Count] };
+        // Stable by offset: the first match reported for an offset wins (the pattern engine reports in data order).
+        var ordered = raw.Count < 2 || IsSorted(raw) ? raw : raw.OrderBy(m => m.Offset).ToList();
+        var list = new MatchList { items = new (long, int)[ordered.Count] };
         long last = long.MinValue;
         int n = 0;
-        foreach (var m in raw)
+        foreach (var m in ordered)
         {
             if (m.Offset == last)
                 continue;
@@ -71,6 +72,16 @@ internal sealed class MatchList
         }
         list.Count = n;
         return list;
+    }
+
+    private static bool IsSorted(List<(long Offset, int Length)> raw)
+    {
+        for (int i = 1; i < raw.Count; i++)
+        {
+            if (raw[i].Offset < raw[i - 1].Offset)
+                return false;
+        }
+        return true;
     }
 
     public bool AnyAt(long offset) => Find(offset) is int i && i < Count && items[i].Offset == offset;
