@@ -173,6 +173,9 @@ internal sealed class HexParser
             }
             else
             {
+                // YARA rejects the empty jump [0] (but accepts [0-0]).
+                if (lo == 0)
+                    throw new PatternException("invalid jump length", at);
                 hi = lo;
             }
         }

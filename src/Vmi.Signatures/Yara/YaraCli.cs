@@ -192,7 +192,8 @@ public static class YaraCli
             if (rule.IsPrivate)
                 continue;
             bool isMatch = matched.ContainsKey(rule);
-            if (isMatch == o.Negate)
+            // -c counts matching rules even with -n (yara 4.2.3 does).
+            if (isMatch == (o.Negate && !o.Count))
                 continue;
             if (o.Identifiers.Count > 0 && !o.Identifiers.Contains(rule.Name))
                 continue;
@@ -243,17 +244,23 @@ public static class YaraCli
         _ => $"{m.Key}={m.Value}",
     };
 
+    /// <summary>yara's meta escaping: C escapes, and three-digit octal for other non-printable bytes.</summary>
     private static string EscapeMeta(string s)
     {
         var sb = new StringBuilder();
         foreach (char c in s)
         {
-            if (c is '"' or '\\')
-                sb.Append('\\').Append(c);
+            string? e = c switch
+            {
+                '\t' => "\\t", '\n' => "\\n", '\r' => "\\r", '\v' => "\\v", '\a' => "\\a", '\b' => "\\b", '\f' => "\\f",
+                '"' => "\\\"", '\'' => "\\'", '\\' => "\\\\", _ => null,
+            };
+            if (e is not null)
+                sb.Append(e);
             else if (c is >= ' ' and <= '~')
                 sb.Append(c);
             else
-                sb.Append("\\x").Append(((int)c).ToString("X2", CultureInfo.InvariantCulture));
+                sb.Append('\\').Append(Convert.ToString(c & 0xff, 8).PadLeft(3, '0'));
         }
         return sb.ToString();
     }
@@ -262,6 +269,13 @@ public static class YaraCli
     public static void AppendData(StringBuilder sb, ReadOnlySpan<byte> data, bool hex)
     {
         ArgumentNullException.ThrowIfNull(sb);
+        if (hex && data.Length > 64)
+        {
+            // yara prints at most 64 bytes of a hex string's match, then " ...".
+            AppendData(sb, data[..64], hex: true);
+            sb.Append(" ...");
+            return;
+        }
         for (int i = 0; i < data.Length; i++)
         {
             byte b = data[i];

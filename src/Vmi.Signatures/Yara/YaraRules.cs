@@ -172,6 +172,7 @@ public sealed class YaraRules
                     strings.Add(compiled);
                 }
                 referenced = new bool[ruleStrings.Count];
+                TypeOf(d.Condition);
                 var cond = Lower(d.Condition);
                 for (int i = 0; i < ruleStrings.Count; i++)
                 {
@@ -336,6 +337,167 @@ public sealed class YaraRules
                 }
                 default:
                     throw Error(e.Pos, $"unsupported expression {e.GetType().Name}");
+            }
+        }
+
+        private enum Ty { Bool, Int, Float, Str, Any }
+
+        private readonly List<(string Name, Ty Type)> typedVars = [];
+
+        private static string Name(Ty t) => t switch { Ty.Int => "integer", Ty.Float => "float", Ty.Str => "string", Ty.Bool => "boolean", _ => "value" };
+
+        private static bool Numeric(Ty t) => t is Ty.Int or Ty.Float or Ty.Bool or Ty.Any;
+
+        private void Expect(Expr e, Ty want, string where)
+        {
+            Ty got = TypeOf(e);
+            bool ok = got == Ty.Any || want == Ty.Any || got == want || (want == Ty.Int && got == Ty.Bool) || (want == Ty.Bool && got != Ty.Str);
+            if (!ok)
+                throw Error(e.Pos, $"wrong type for {where}: expected {Name(want)}, got {Name(got)}");
+        }
+
+        /// <summary>YARA's compile-time type rules: mixing strings and numbers, or a string where an offset goes, is an error.</summary>
+        private Ty TypeOf(Expr e)
+        {
+            switch (e)
+            {
+                case BoolLit:
+                    return Ty.Bool;
+                case IntLit or FilesizeExpr or EntrypointExpr:
+                    return Ty.Int;
+                case FloatLit:
+                    return Ty.Float;
+                case TextLit:
+                    return Ty.Str;
+                case RegexLit:
+                    return Ty.Any;
+                case StringMatchExpr:
+                    return Ty.Bool;
+                case StringAtExpr a:
+                    Expect(a.Offset, Ty.Int, "\"at\"");
+                    return Ty.Bool;
+                case StringInExpr i:
+                    Expect(i.Lo, Ty.Int, "a range");
+                    Expect(i.Hi, Ty.Int, "a range");
+                    return Ty.Bool;
+                case StringCountExpr c:
+                    if (c.Lo is not null)
+                        Expect(c.Lo, Ty.Int, "a range");
+                    if (c.Hi is not null)
+                        Expect(c.Hi, Ty.Int, "a range");
+                    return Ty.Int;
+                case StringOffsetExpr o:
+                    if (o.Index is not null)
+                        Expect(o.Index, Ty.Int, "an index");
+                    return Ty.Int;
+                case StringLengthExpr l:
+                    if (l.Index is not null)
+                        Expect(l.Index, Ty.Int, "an index");
+                    return Ty.Int;
+                case ReadIntExpr r:
+                    Expect(r.Offset, Ty.Int, "an offset");
+                    return Ty.Int;
+                case IdentExpr id:
+                {
+                    for (int i = typedVars.Count - 1; i >= 0; i--)
+                    {
+                        if (typedVars[i].Name == id.Name)
+                            return typedVars[i].Type;
+                    }
+                    if (options.Externals.TryGetValue(id.Name, out object? v))
+                        return v switch { bool => Ty.Bool, long or int => Ty.Int, double => Ty.Float, string or byte[] => Ty.Str, _ => Ty.Any };
+                    return Ty.Bool; // a rule (resolved, or reported as undefined, by Lower)
+                }
+                case UnaryExpr u:
+                {
+                    Ty t = TypeOf(u.Operand);
+                    if (u.Op == "not")
+                        return Ty.Bool;
+                    if (t == Ty.Str || (u.Op == "~" && t == Ty.Float))
+                        throw Error(u.Pos, $"wrong type for \"{u.Op}\": {Name(t)}");
+                    return u.Op == "-" && t == Ty.Float ? Ty.Float : Ty.Int;
+                }
+                case DefinedExpr d:
+                    TypeOf(d.Operand);
+                    return Ty.Bool;
+                case BinaryExpr b:
+                    return TypeOfBinary(b);
+                case OfExpr o:
+                    CheckQuantifier(o.Quant);
+                    if (o.InLo is not null)
+                        Expect(o.InLo, Ty.Int, "a range");
+                    if (o.InHi is not null)
+                        Expect(o.InHi, Ty.Int, "a range");
+                    if (o.At is not null)
+                        Expect(o.At, Ty.Int, "\"at\"");
+                    return Ty.Bool;
+                case ForOfExpr f:
+                    CheckQuantifier(f.Quant);
+                    TypeOf(f.Body);
+                    return Ty.Bool;
+                case ForInExpr f:
+                {
+                    CheckQuantifier(f.Quant);
+                    Ty item = Ty.Int;
+                    if (f.RangeLo is not null)
+                    {
+                        Expect(f.RangeLo, Ty.Int, "a range");
+                        Expect(f.RangeHi!, Ty.Int, "a range");
+                    }
+                    else
+                    {
+                        var types = f.Items!.Select(TypeOf).Distinct().ToList();
+                        if (types.Contains(Ty.Str) && types.Any(t => t != Ty.Str && t != Ty.Any))
+                            throw Error(f.Pos, "wrong type in the loop's list: integers and strings mixed");
+                        item = types.Contains(Ty.Str) ? Ty.Str : Ty.Int;
+                    }
+                    typedVars.Add((f.Var, item));
+                    TypeOf(f.Body);
+                    typedVars.RemoveAt(typedVars.Count - 1);
+                    return Ty.Bool;
+                }
+                default:
+                    return Ty.Any;
+            }
+        }
+
+        private void CheckQuantifier(Quantifier q)
+        {
+            if (q.Value is null)
+                return;
+            Expect(q.Value, Ty.Int, "a quantifier");
+            if (q.Kind == QuantKind.Percent && q.Value is IntLit { Value: < 1 or > 100 } p)
+                throw Error(p.Pos, $"percentage must be between 1 and 100, not {p.Value}");
+        }
+
+        private Ty TypeOfBinary(BinaryExpr b)
+        {
+            if (b.Op is "and" or "or")
+            {
+                TypeOf(b.Left);
+                TypeOf(b.Right);
+                return Ty.Bool;
+            }
+            Ty l = TypeOf(b.Left);
+            Ty r = b.Op == "matches" ? Ty.Any : TypeOf(b.Right);
+            switch (b.Op)
+            {
+                case "==" or "!=" or "<" or "<=" or ">" or ">=":
+                    if ((l == Ty.Str) != (r == Ty.Str) && l != Ty.Any && r != Ty.Any)
+                        throw Error(b.Pos, $"wrong types for \"{b.Op}\": {Name(l)} and {Name(r)}");
+                    return Ty.Bool;
+                case "contains" or "icontains" or "startswith" or "istartswith" or "endswith" or "iendswith" or "iequals" or "matches":
+                    if (l is not (Ty.Str or Ty.Any) || r is not (Ty.Str or Ty.Any))
+                        throw Error(b.Pos, $"wrong types for \"{b.Op}\": {Name(l)} and {Name(r)} (both must be strings)");
+                    return Ty.Bool;
+                case "%" or "&" or "|" or "^" or "<<" or ">>":
+                    if (l is Ty.Str or Ty.Float || r is Ty.Str or Ty.Float)
+                        throw Error(b.Pos, $"wrong types for \"{b.Op}\": {Name(l)} and {Name(r)} (integers only)");
+                    return Ty.Int;
+                default:
+                    if (!Numeric(l) || !Numeric(r))
+                        throw Error(b.Pos, $"wrong types for \"{b.Op}\": {Name(l)} and {Name(r)}");
+                    return l == Ty.Float || r == Ty.Float ? Ty.Float : Ty.Int;
             }
         }
 

@@ -1,0 +1,3 @@
+/* Error case: unterminated text string (yara 4.2.3 rejects this file; so must we). */
+rule a { strings: $x = "abc
+ condition: $x }
