@@ -24,6 +24,12 @@ public sealed class CompiledString
 
     public StringSpec Spec { get; }
 
+    /// <summary>For text strings: the bytes that must follow an atom (see <see cref="LiteralMatcher.TailAfter"/>).</summary>
+    internal (byte[] Tail, bool Nocase)? LiteralTail(Atom atom, int max) => literal?.TailAfter(atom, max);
+
+    /// <summary>For xor text strings: the unxored window start and tail after an atom.</summary>
+    internal (byte Window0, byte[] Tail)? XorTail(Atom atom, int max) => literal?.XorTailAfter(atom, max);
+
     /// <summary>Exact byte sequences; every match contains at least one. Empty only when no atom is possible.</summary>
     public IReadOnlyList<Atom> Atoms { get; }
 

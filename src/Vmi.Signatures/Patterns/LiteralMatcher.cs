@@ -15,6 +15,8 @@ internal sealed class LiteralMatcher
     private readonly bool xor;
     /// <summary>Per atom id: how far the atom starts after the string's start.</summary>
     private readonly int[] atomOffsets;
+    /// <summary>Per atom id: the form (ascii or wide bytes) the atom was cut from.</summary>
+    private readonly List<byte[]> atomForms = [];
 
     public LiteralMatcher(StringSpec spec, PatternLimits limits)
     {
@@ -53,8 +55,16 @@ internal sealed class LiteralMatcher
     private void AddForm(byte[] form, int xorMin, int xorMax, List<Atom> atoms, List<int> offsets)
     {
         var (start, len) = AtomQuality.BestWindow(form, nocase);
+        if (!nocase && !xor)
+        {
+            // Exact text: lengthen the atom to the right (up to 8 bytes). The scanner keys on its first four
+            // bytes and compares the rest before verifying, so strings that share a common 4-byte window
+            // ("/5.0", "C:\\U") no longer cost a verification at every occurrence of it.
+            len = Math.Min(MaxExactAtom, form.Length - start);
+        }
         int id = offsets.Count;
         offsets.Add(start);
+        atomForms.Add(form);
         var window = form.AsSpan(start, len);
         if (xor)
         {
@@ -79,6 +89,41 @@ internal sealed class LiteralMatcher
         }
         foreach (var v in AtomQuality.Expand(sets))
             atoms.Add(new Atom(v, id));
+    }
+
+    private const int MaxExactAtom = 8;
+
+    /// <summary>
+    /// The bytes of the string that follow <paramref name="atom"/> (at most <paramref name="max"/>), lower-cased
+    /// for nocase strings; null for xor strings (their tail depends on the key). The scanner compares this tail
+    /// before calling <see cref="Verify"/>, which is far cheaper when many strings share a common atom.
+    /// </summary>
+    /// <summary>For xor strings: the unxored first byte of the atom's window and the unxored bytes after it.</summary>
+    public (byte Window0, byte[] Tail)? XorTailAfter(Atom atom, int max)
+    {
+        if (!xor || (uint)atom.Id >= (uint)atomForms.Count)
+            return null;
+        byte[] form = atomForms[atom.Id];
+        int start = atomOffsets[atom.Id];
+        int from = start + atom.Bytes.Length;
+        int n = Math.Clamp(form.Length - from, 0, max);
+        return (form[start], form.AsSpan(from, n).ToArray());
+    }
+
+    public (byte[] Tail, bool Nocase)? TailAfter(Atom atom, int max)
+    {
+        if (xor || (uint)atom.Id >= (uint)atomForms.Count)
+            return null;
+        byte[] form = atomForms[atom.Id];
+        int from = atomOffsets[atom.Id] + atom.Bytes.Length;
+        int n = Math.Clamp(form.Length - from, 0, max);
+        var tail = form.AsSpan(from, n).ToArray();
+        if (nocase)
+        {
+            for (int i = 0; i < tail.Length; i++)
+                tail[i] = ToLower(tail[i]);
+        }
+        return (tail, nocase);
     }
 
     private static byte ToLower(byte b) => b is >= (byte)'A' and <= (byte)'Z' ? (byte)(b + 32) : b;

@@ -12,10 +12,62 @@ namespace Vmi.Signatures.Yara;
 /// </summary>
 internal sealed class AtomIndex
 {
-    internal readonly record struct Entry(int String, Atom Atom, byte[] Tail);
+    /// <summary>One atom of one string. <see cref="Tail"/> must follow the 4-byte key (case-folded when <see cref="FoldTail"/>).</summary>
+    internal readonly record struct Entry(int String, Atom Atom, byte[] Tail, bool FoldTail = false);
 
-    private readonly Entry[]?[] table1 = new Entry[]?[256];
-    private readonly Entry[]?[] table2 = new Entry[]?[65536];
+    /// <summary>
+    /// The atoms that share one key. A large bucket (many strings with the same 4-byte window) also indexes
+    /// its entries by the next four bytes, so a hit on a common key compares only the few tails that can match.
+    /// </summary>
+    internal sealed class Bucket
+    {
+        private const int IndexThreshold = 8;
+        private const int MaxDiscriminator = 48;
+        private readonly Dictionary<uint, Entry[]>? byTail;
+
+        public Bucket(Entry[] entries)
+        {
+            All = entries;
+            if (entries.Length < IndexThreshold)
+                return;
+            // Strings that share the key often share more ("Mozilla/5.0 (compatible; …"): index the bucket by the
+            // four tail bytes, at the offset where the entries differ most, so a hit compares only the few that can match.
+            int best = -1, bestDistinct = 1;
+            for (int d = 0; d <= MaxDiscriminator; d++)
+            {
+                int covered = entries.Count(e => e.Tail.Length >= d + 4);
+                if (covered * 4 < entries.Length * 3)
+                    break;
+                int distinct = entries.Where(e => e.Tail.Length >= d + 4).Select(e => Fold(BitConverter.ToUInt32(e.Tail, d))).Distinct().Count();
+                if (distinct > bestDistinct)
+                {
+                    best = d;
+                    bestDistinct = distinct;
+                }
+            }
+            if (best < 0)
+                return;
+            Discriminator = best;
+            Short = [.. entries.Where(e => e.Tail.Length < best + 4)];
+            byTail = entries.Where(e => e.Tail.Length >= best + 4)
+                .GroupBy(e => Fold(BitConverter.ToUInt32(e.Tail, best)))
+                .ToDictionary(g => g.Key, g => g.ToArray());
+        }
+
+        public Entry[] All { get; }
+        public Entry[] Short { get; } = [];
+
+        /// <summary>Offset (after the 4-byte key) of the four bytes the index uses.</summary>
+        public int Discriminator { get; }
+
+        /// <summary>Entries whose tail has <paramref name="bytes"/> at <see cref="Discriminator"/> (compared case-folded).</summary>
+        public Entry[] ByTail(uint bytes) => byTail!.TryGetValue(Fold(bytes), out var e) ? e : [];
+
+        public bool Indexed => byTail is not null;
+    }
+
+    private readonly Bucket?[] table1 = new Bucket?[256];
+    private readonly Bucket?[] table2 = new Bucket?[65536];
     private readonly HashedTable table3;
     private readonly HashedTable table4;
     private readonly int[] noAtomStrings;
@@ -31,9 +83,23 @@ internal sealed class AtomIndex
     public bool Has2 { get; private set; }
     public bool Has3 => table3.Count > 0;
     public bool Has4 => table4.Count > 0;
+
     /// <summary>Strings without atoms: verified at every offset.</summary>
     public IReadOnlyList<int> NoAtomStrings => noAtomStrings;
     public int AtomCount { get; private set; }
+
+    /// <summary>ASCII lower-casing of four packed bytes at once (A–Z only).</summary>
+    internal const int MaxLiteralTail = 64;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint Fold(uint x)
+    {
+        uint low7 = x & 0x7F7F7F7Fu;
+        uint atLeastA = low7 + (0x80u - 0x41u) * 0x01010101u;
+        uint pastZ = low7 + (0x80u - 0x5Bu) * 0x01010101u;
+        uint upper = atLeastA & ~pastZ & ~x & 0x80808080u;
+        return x | (upper >> 2);
+    }
 
     public static AtomIndex Build(IReadOnlyList<CompiledString> strings)
     {
@@ -66,15 +132,29 @@ internal sealed class AtomIndex
                 var dict = k switch { 1 => by1, 2 => by2, 3 => by3, _ => by4 };
                 if (!dict.TryGetValue(key, out var list))
                     dict[key] = list = [];
-                list.Add(new Entry(s, atom, b.Length > 4 ? b[4..] : []));
+                if (b.Length > 4)
+                    list.Add(new Entry(s, atom, b[4..]));
+                else if (b.Length == 4 && strings[s].LiteralTail(atom, MaxLiteralTail) is { } t && t.Tail.Length > 0)
+                    list.Add(new Entry(s, atom, t.Tail, t.Nocase));
+                else if (b.Length == 4 && strings[s].XorTail(atom, MaxLiteralTail) is { } x && x.Tail.Length > 0)
+                {
+                    // An xor atom is the window xored with one key: the rest of the string is xored with it too.
+                    byte xorKey = (byte)(b[0] ^ x.Window0);
+                    var tail = new byte[x.Tail.Length];
+                    for (int j = 0; j < tail.Length; j++)
+                        tail[j] = (byte)(x.Tail[j] ^ xorKey);
+                    list.Add(new Entry(s, atom, tail));
+                }
+                else
+                    list.Add(new Entry(s, atom, []));
                 count++;
             }
         }
         var index = new AtomIndex(new HashedTable(by3, 3), new HashedTable(by4, 4), [.. noAtoms.Distinct()]) { AtomCount = count };
         foreach (var (key, list) in by1)
-            index.table1[key] = [.. list];
+            index.table1[key] = new Bucket([.. list]);
         foreach (var (key, list) in by2)
-            index.table2[key] = [.. list];
+            index.table2[key] = new Bucket([.. list]);
         index.Has1 = by1.Count > 0;
         index.Has2 = by2.Count > 0;
         return index;
@@ -146,26 +226,57 @@ internal sealed class AtomIndex
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static unsafe void Visit<TVisitor>(Entry[] entries, byte* data, int length, int pos, ref TVisitor visitor)
+    private static unsafe void Visit<TVisitor>(Bucket bucket, byte* data, int length, int pos, ref TVisitor visitor)
+        where TVisitor : struct, IAtomVisitor
+    {
+        int keyLength = 4;
+        if (bucket.Indexed)
+        {
+            Check(bucket.Short, data, length, pos, keyLength, ref visitor);
+            int at = pos + 4 + bucket.Discriminator;
+            if (at + 4 <= length)
+                Check(bucket.ByTail(Unsafe.ReadUnaligned<uint>(data + at)), data, length, pos, keyLength, ref visitor);
+            return;
+        }
+        Check(bucket.All, data, length, pos, keyLength, ref visitor);
+    }
+
+    private static unsafe void Check<TVisitor>(Entry[] entries, byte* data, int length, int pos, int keyLength, ref TVisitor visitor)
         where TVisitor : struct, IAtomVisitor
     {
         foreach (var e in entries)
         {
             if (e.Tail.Length > 0)
             {
-                int at = pos + 4;
-                if (at + e.Tail.Length > length || !new ReadOnlySpan<byte>(data + at, e.Tail.Length).SequenceEqual(e.Tail))
+                int at = pos + keyLength;
+                if (at + e.Tail.Length > length)
+                    continue;
+                var next = new ReadOnlySpan<byte>(data + at, e.Tail.Length);
+                if (e.FoldTail ? !EqualsFolded(next, e.Tail) : !next.SequenceEqual(e.Tail))
                     continue;
             }
             visitor.Hit(e.String, e.Atom, pos);
         }
     }
 
+    private static bool EqualsFolded(ReadOnlySpan<byte> data, ReadOnlySpan<byte> lowerTail)
+    {
+        for (int i = 0; i < data.Length; i++)
+        {
+            byte b = data[i];
+            if (b is >= (byte)'A' and <= (byte)'Z')
+                b |= 0x20;
+            if (b != lowerTail[i])
+                return false;
+        }
+        return true;
+    }
+
     /// <summary>Keys of 3 or 4 bytes: a hashed bitmap in front of an open-addressed table.</summary>
     private sealed class HashedTable
     {
         private readonly uint[] keys;
-        private readonly Entry[]?[] values;
+        private readonly Bucket?[] values;
         private readonly uint mask;
 
         public HashedTable(Dictionary<uint, List<Entry>> source, int keyBytes)
@@ -179,7 +290,7 @@ internal sealed class AtomIndex
             int size = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, source.Count * 2));
             mask = (uint)size - 1;
             keys = new uint[size];
-            values = new Entry[]?[size];
+            values = new Bucket?[size];
             foreach (var (key, list) in source)
             {
                 uint h = (key * 0x9E3779B1u) >> Shift;
@@ -188,7 +299,7 @@ internal sealed class AtomIndex
                 while (values[slot] is not null)
                     slot = (slot + 1) & mask;
                 keys[slot] = key;
-                values[slot] = [.. list];
+                values[slot] = new Bucket([.. list]);
             }
         }
 
@@ -207,7 +318,7 @@ internal sealed class AtomIndex
             return (Bitmap[h >> 6] & (1UL << (int)(h & 63))) != 0;
         }
 
-        public Entry[]? Lookup(uint key)
+        public Bucket? Lookup(uint key)
         {
             uint slot = Slot(key);
             while (true)

@@ -145,6 +145,23 @@ public sealed class YaraRules
 
         public YaraRules Build(List<RuleDecl> decls)
         {
+            // Patterns are independent of one another: compile them on every core first. Errors are kept and
+            // thrown below in rule order, so the first problem in the file is the one reported.
+            var specs = decls.SelectMany(d => d.Strings).ToArray();
+            var compiledSpecs = new CompiledString?[specs.Length];
+            var failures = new PatternException?[specs.Length];
+            Parallel.For(0, specs.Length, i =>
+            {
+                try
+                {
+                    compiledSpecs[i] = CompiledString.Compile(specs[i].Spec, options.Limits);
+                }
+                catch (PatternException e)
+                {
+                    failures[i] = e;
+                }
+            });
+            int next = 0;
             var rules = new List<YaraRule>();
             foreach (var d in decls)
             {
@@ -158,16 +175,13 @@ public sealed class YaraRules
                 ruleStrings = [];
                 foreach (var s in d.Strings)
                 {
-                    CompiledString compiled;
-                    try
-                    {
-                        compiled = CompiledString.Compile(s.Spec, options.Limits);
-                    }
-                    catch (PatternException e)
+                    int k = next++;
+                    if (failures[k] is { } e)
                     {
                         string what = s.Spec.Kind switch { StringKind.Hex => "hex string", StringKind.Regex => "regular expression", _ => "string" };
                         throw Error(s.Pos, $"invalid {what} \"{s.Spec.Id}\": {e.Message}");
                     }
+                    CompiledString compiled = compiledSpecs[k]!;
                     ruleStrings.Add(new YaraString(compiled, strings.Count));
                     strings.Add(compiled);
                 }
