@@ -98,6 +98,6 @@ public sealed record HookOptions
     /// <summary>No hooks at all (sweeps only).</summary>
     public static HookOptions None { get; } = new()
     {
-        SyscallTable = false, Idt = false, KernelTextFunctions = [], ProcessCreate = false, Exec = false, ModuleLoad = false,
+        SyscallTable = false, Idt = false, KernelTextFunctions = [], ProcessCreate = false, Exec = false, ModuleLoad = false, ExecutableMemory = false,
     };
 }

@@ -29,6 +29,8 @@ public sealed class MonitoringTests(LabDumpFixture lab)
         Assert.Contains(plan.Requests, r => r.Name == HookPlan.ProcessCreate && r.Kind == HookKind.Execute && r.Address == guest.Symbol("wake_up_new_task"));
         Assert.Contains(plan.Requests, r => r.Name == HookPlan.Exec && r.Address == guest.Symbol("setup_new_exec"));
         Assert.Contains(plan.Requests, r => r.Name == HookPlan.ModuleLoad && r.Address == guest.Symbol("do_init_module"));
+        Assert.Contains(plan.Requests, r => r.Name == HookPlan.ExecutableMemory && r.Kind == HookKind.Execute && r.Address == guest.Symbol("mprotect_fixup"));
+        Assert.Contains(plan.Requests, r => r.Name == HookPlan.ExecutableMemory && r.Address == guest.Symbol("mmap_region"));
         Assert.Contains(plan.Problems, p => p.Contains("no_such_function", StringComparison.Ordinal));
 
         HookPlan none = HookPlan.Resolve(guest.Kernel, HookOptions.None);
