@@ -113,7 +113,23 @@ public sealed class AvDetector : IDetector
     public AvDetector(AvDetectorOptions? options = null, ISignatureSource? source = null)
     {
         _options = options ?? new AvDetectorOptions();
-        _source = source ?? new FixedSignatureSource(_options.RuleFiles.Count > 0 ? SignatureSet.FromFiles(_options.RuleFiles) : SignatureSet.BuiltIn);
+        if (_options.TriggerDelay < TimeSpan.Zero || _options.TriggerDelay > TimeSpan.FromMinutes(1))
+            throw new ArgumentException($"triggerDelay must be between 0 and 1 minute, not {_options.TriggerDelay}");
+        if (_options.MaxBytesPerSweep <= 0)
+            throw new ArgumentException("maxBytesPerSweep must be positive");
+        if (source is null)
+        {
+            try
+            {
+                source = new FixedSignatureSource(_options.RuleFiles.Count > 0 ? SignatureSet.FromFiles(_options.RuleFiles) : SignatureSet.BuiltIn);
+            }
+            catch (YaraCompileException e)
+            {
+                // The catalog turns this into "detector 'av-signature': bad option: ruleFiles: FILE(LINE,COL): error: …".
+                throw new ArgumentException("ruleFiles: " + e.Message, e);
+            }
+        }
+        _source = source;
     }
 
     /// <summary>Bytes scanned so far and scans made (for tests and health figures).</summary>
