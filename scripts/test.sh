@@ -8,7 +8,7 @@ mkdir -p "$results"
 dotnet build Vmi.sln -c Release --verbosity quiet -nologo || { echo "0 passed, 1 failed"; exit 1; }
 ./vmi lab build || { echo "0 passed, 1 failed"; exit 1; }
 ./vmi lab build --flavour cloud-amd64 || { echo "0 passed, 1 failed"; exit 1; }
-dotnet test Vmi.sln -c Release --no-build --logger "trx" --logger "console;verbosity=normal" \
+dotnet test Vmi.sln -c Release --no-build --logger "trx" --logger "console;verbosity=normal" --blame-hang-timeout 20m --blame-hang-dump-type none \
   --results-directory "$results" -- RunConfiguration.TestSessionTimeout=2400000 2>&1 | tee "$results/console.log"
 status=${PIPESTATUS[0]}
 passed=0 failed=0 skipped=0

@@ -241,7 +241,10 @@ public sealed class AvDetector : IDetector
     private long Scan(LinuxKernel kernel, LinuxProcess p, Func<LinuxVma, bool>? filter, string trigger, VmiEvent cause, DetectorContext context)
     {
         var set = _source.Current;
-        var result = GuestScanner.ScanProcess(kernel, p, set.Rules, new GuestScanOptions(), filter);
+        context.Cancellation.ThrowIfCancellationRequested();
+        var defaults = new GuestScanOptions();
+        var options = defaults with { Scan = defaults.Scan with { Cancellation = context.Cancellation } };
+        var result = GuestScanner.ScanProcess(kernel, p, set.Rules, options, filter);
         Scans++;
         BytesScanned += result.BytesScanned;
         _seen[p.Pid] = new ProcessState { StartTime = p.StartTimeNs, ExecRegions = ExecRegionHashes(kernel, p) };

@@ -106,6 +106,7 @@ public static class GuestScanner
         long total = 0;
         foreach (var (start, endRaw, regionName) in regions)
         {
+            options.Scan.Cancellation.ThrowIfCancellationRequested();
             if (endRaw <= start)
                 continue;
             ulong end = endRaw;

@@ -107,6 +107,10 @@ public sealed class MonitorSession : IAsyncDisposable
         {
             // Stopping anyway; the failure was reported through Completion.
         }
+        // Detach this VM's detectors and wait for any call still running (a delayed scan, say): the caller
+        // disposes the target next, and no detector may read its memory after that.
+        if (!await Pipeline.RemoveVmAsync(VmId, TimeSpan.FromSeconds(30)).ConfigureAwait(false) && !Pipeline.IsDisposed)
+            _log.WriteLine($"vmi monitor: {VmId}: a detector was still busy 30 s after the session stopped");
         if (_hooks is not null)
         {
             await _hooks.DisposeAsync().ConfigureAwait(false);

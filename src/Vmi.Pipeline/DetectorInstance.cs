@@ -28,6 +28,7 @@ internal sealed class DetectorInstance
     private DateTimeOffset _callStart;
     private IDisposable? _watchdog;
     private long _shedThisEpisode;
+    private TaskCompletionSource? _busy; // set while a call (synchronous or asynchronous) is in progress
 
     public DetectorInstance(VmStream vm, IDetector detector)
     {
@@ -91,14 +92,19 @@ internal sealed class DetectorInstance
             ScheduleRun();
     }
 
-    /// <summary>Detaches: drops the queue, cancels the call in flight. Idempotent.</summary>
-    public void Remove()
+    /// <summary>
+    /// Detaches: drops the queue, cancels the call in flight. Idempotent. The task completes when no call of
+    /// this detector is running any more, so whoever owns the guest can release it safely afterwards.
+    /// </summary>
+    public Task Remove()
     {
         CancellationTokenSource cancellation;
+        Task idle;
         lock (_gate)
         {
+            idle = _busy?.Task ?? Task.CompletedTask;
             if (_removed)
-                return;
+                return idle;
             _removed = true;
             _queue.Clear();
             _watchdog?.Dispose();
@@ -106,6 +112,18 @@ internal sealed class DetectorInstance
             cancellation = _cancellation;
         }
         CancelQuietly(cancellation);
+        return idle;
+    }
+
+    private void EndCall()
+    {
+        TaskCompletionSource? busy;
+        lock (_gate)
+        {
+            busy = _busy;
+            _busy = null;
+        }
+        busy?.TrySetResult();
     }
 
     private void ScheduleRun() => Scheduler.Schedule(this, static (_, self) => self.Run());
@@ -129,6 +147,7 @@ internal sealed class DetectorInstance
                 {
                     _current = work.Event;
                     Volatile.Write(ref _currentSweep, work.Sweep);
+                    _busy = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 }
             }
             if (work.Event is null)
@@ -155,6 +174,7 @@ internal sealed class DetectorInstance
 #pragma warning restore CA1031
             {
                 Finished(work.Event, start, ex);
+                EndCall();
                 continue;
             }
             finally
@@ -176,6 +196,7 @@ internal sealed class DetectorInstance
                     error = ex;
                 }
                 Finished(work.Event, start, error);
+                EndCall();
                 continue;
             }
 
@@ -252,6 +273,7 @@ internal sealed class DetectorInstance
 
     private void OnAsyncCompleted(Task task)
     {
+        EndCall();
         bool stalled, removed;
         VmiEvent? current;
         DateTimeOffset start;

@@ -146,16 +146,38 @@ public sealed class EventPipeline : IDisposable, IAsyncDisposable
     }
 
     /// <summary>Removes a VM: its detectors are cancelled and detached, its queued events dropped, later events for it refused.</summary>
-    public bool RemoveVm(string vmId)
+    public bool RemoveVm(string vmId) => RemoveVmCore(vmId) is not null;
+
+    /// <summary>
+    /// Removes a VM like <see cref="RemoveVm"/> and waits (at most <paramref name="wait"/>) until none of its
+    /// detectors is still inside a call: after that no detector touches the guest, so its memory can be
+    /// released. Returns false when the VM was not in the pipeline or a detector was still busy at the limit.
+    /// </summary>
+    public async Task<bool> RemoveVmAsync(string vmId, TimeSpan wait)
+    {
+        var idle = RemoveVmCore(vmId);
+        if (idle is null)
+            return false;
+        try
+        {
+            await idle.WaitAsync(wait).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
+    private Task? RemoveVmCore(string vmId)
     {
         lock (_registrationGate)
         {
             if (!_vms.TryRemove(vmId, out var vm))
-                return false;
+                return null;
             foreach (var registration in _registrations)
                 registration.Instances.RemoveAll(i => ReferenceEquals(i.Vm, vm));
-            vm.Remove();
-            return true;
+            return vm.Remove();
         }
     }
 
@@ -248,7 +270,8 @@ public sealed class EventPipeline : IDisposable, IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    internal bool IsDisposed => _disposed;
+    /// <summary>Whether the pipeline was disposed.</summary>
+    public bool IsDisposed => _disposed;
 
     /// <summary>Hands an event to the subscribers (called by the VMs' drains, one event at a time per VM).</summary>
     internal void Deliver(VmiEvent e)

@@ -121,7 +121,8 @@ public sealed class VmStream
         instance.Remove();
     }
 
-    internal void Remove()
+    /// <returns>Completes when none of the VM's detectors is still running a call.</returns>
+    internal Task Remove()
     {
         DetectorInstance[] detectors;
         lock (_gate)
@@ -131,8 +132,7 @@ public sealed class VmStream
             detectors = _detectors;
             _detectors = [];
         }
-        foreach (var d in detectors)
-            d.Remove();
+        return Task.WhenAll(detectors.Select(d => d.Remove()));
     }
 
     /// <summary>

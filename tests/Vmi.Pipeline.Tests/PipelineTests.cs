@@ -379,6 +379,34 @@ public class RegistrationTests
         Assert.False(rig.Pipeline.Publish(Ev.Proc("vm", 2)));
         Assert.Equal(1, rig.Pipeline.Statistics.Unrouted);
     }
+
+    [Fact]
+    public async Task Removing_a_vm_waits_until_no_detector_call_is_still_running()
+    {
+        using var rig = new Rig();
+        var release = new TaskCompletionSource();
+        bool touchedAfterRelease = false;
+        // A detector that ignores cancellation while it "reads guest memory".
+        var d = new TestDetector("slow", async (e, c) =>
+        {
+            await release.Task.ConfigureAwait(false);
+            touchedAfterRelease = true;
+        });
+        rig.Pipeline.AddDetector(_ => d);
+        rig.Linux("vm");
+        rig.Pipeline.Publish(Ev.Proc("vm", 1));
+        rig.Run();
+        Assert.False(await rig.Pipeline.RemoveVmAsync("vm", TimeSpan.FromMilliseconds(50)));   // still inside the call
+        Assert.False(await rig.Pipeline.RemoveVmAsync("vm", TimeSpan.FromSeconds(1)));         // already removed
+        rig.Linux("vm2");
+        rig.Pipeline.Publish(Ev.Proc("vm2", 1));
+        rig.Run();
+        var removal = rig.Pipeline.RemoveVmAsync("vm2", TimeSpan.FromSeconds(30));
+        Assert.False(removal.IsCompleted);
+        release.SetResult();
+        Assert.True(await removal);
+        Assert.True(touchedAfterRelease);
+    }
 }
 
 public class DeduplicationTests

@@ -99,8 +99,10 @@ public sealed class StoreWriterTests : IDisposable
         await using var writer = new StoreWriter(_store, new StoreWriterOptions
         {
             TelemetryCapacity = 5,
-            FlushInterval = TimeSpan.FromMilliseconds(10),
-            RetryDelay = TimeSpan.FromHours(1), // the loop stays in its pause until the flush below
+            // The first batch must hold everything posted before the flush: with a short interval a slow test
+            // thread let the writer fail on a partial batch and pause for the hour before the flush arrived.
+            FlushInterval = TimeSpan.FromHours(1),
+            RetryDelay = TimeSpan.FromHours(1), // the loop stays in its pause until dispose cuts it short
         });
         _store.AppendBatch(Enumerable.Range(0, 10).Select(i => (VmiEvent)MakeAlert(1000 + i)));
         _store.LimitToCurrentSize();
