@@ -33,16 +33,27 @@ internal sealed class AtomIndex
             // Strings that share the key often share more ("Mozilla/5.0 (compatible; …"): index the bucket by the
             // four tail bytes, at the offset where the entries differ most, so a hit compares only the few that can match.
             int best = -1, bestDistinct = 1;
+            var seen = new HashSet<uint>();
             for (int d = 0; d <= MaxDiscriminator; d++)
             {
-                int covered = entries.Count(e => e.Tail.Length >= d + 4);
+                seen.Clear();
+                int covered = 0;
+                foreach (var e in entries)
+                {
+                    if (e.Tail.Length >= d + 4)
+                    {
+                        covered++;
+                        seen.Add(Fold(BitConverter.ToUInt32(e.Tail, d)));
+                    }
+                }
                 if (covered * 4 < entries.Length * 3)
                     break;
-                int distinct = entries.Where(e => e.Tail.Length >= d + 4).Select(e => Fold(BitConverter.ToUInt32(e.Tail, d))).Distinct().Count();
-                if (distinct > bestDistinct)
+                if (seen.Count > bestDistinct)
                 {
                     best = d;
-                    bestDistinct = distinct;
+                    bestDistinct = seen.Count;
+                    if (bestDistinct == covered)
+                        break; // every entry already has its own slot
                 }
             }
             if (best < 0)
@@ -109,9 +120,11 @@ internal sealed class AtomIndex
         var by4 = new Dictionary<uint, List<Entry>>();
         var noAtoms = new List<int>();
         int count = 0;
+        var tails = new Dictionary<int, (byte[] Tail, bool Nocase)?>();
         for (int s = 0; s < strings.Count; s++)
         {
             var atoms = strings[s].Atoms;
+            tails.Clear();
             if (atoms.Count == 0)
             {
                 noAtoms.Add(s);
@@ -134,7 +147,7 @@ internal sealed class AtomIndex
                     dict[key] = list = [];
                 if (b.Length > 4)
                     list.Add(new Entry(s, atom, b[4..]));
-                else if (b.Length == 4 && strings[s].LiteralTail(atom, MaxLiteralTail) is { } t && t.Tail.Length > 0)
+                else if (b.Length == 4 && LiteralTail(strings[s], atom, tails) is { } t && t.Tail.Length > 0)
                     list.Add(new Entry(s, atom, t.Tail, t.Nocase));
                 else if (b.Length == 4 && strings[s].XorTail(atom, MaxLiteralTail) is { } x && x.Tail.Length > 0)
                 {
@@ -158,6 +171,14 @@ internal sealed class AtomIndex
         index.Has1 = by1.Count > 0;
         index.Has2 = by2.Count > 0;
         return index;
+    }
+
+    /// <summary>A text string's tail after an atom; the case variants of one atom share it, so it is computed once per atom id.</summary>
+    private static (byte[] Tail, bool Nocase)? LiteralTail(CompiledString s, Atom atom, Dictionary<int, (byte[] Tail, bool Nocase)?> cache)
+    {
+        if (!cache.TryGetValue(atom.Id, out var t))
+            cache[atom.Id] = t = s.LiteralTail(atom, MaxLiteralTail);
+        return t;
     }
 
     /// <summary>Calls the visitor for every atom occurrence starting in [start, end).</summary>

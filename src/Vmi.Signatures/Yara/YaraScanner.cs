@@ -164,19 +164,38 @@ public static class YaraScanner
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(options.Cancellation, timeout?.Token ?? CancellationToken.None);
         var raw = new List<(long, int)>?[rules.Strings.Length];
         long bytes = 0;
-        foreach (var (address, data) in blocks)
+        // Blocks are searched in parallel (a process has many small regions); large blocks are also split
+        // inside Search. Results are merged in block order, so the outcome does not depend on scheduling.
+        var found = new List<(long, int)>?[blocks.Count][];
+        var inner = blocks.Count > 1 ? options with { Parallelism = 1 } : options;
+        try
         {
-            using var pin = data.Pin();
-            var found = Search(rules, (byte*)pin.Pointer, data.Length, options, budget, linked.Token);
+            Parallel.For(0, blocks.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Parallelism), CancellationToken = linked.Token }, b =>
+            {
+                using var pin = blocks[b].Data.Pin();
+                found[b] = Search(rules, (byte*)pin.Pointer, blocks[b].Data.Length, inner, budget, linked.Token);
+            });
+        }
+        catch (AggregateException e) when (e.InnerException is YaraScanException)
+        {
+            throw e.InnerException;
+        }
+        catch (OperationCanceledException e) when (!options.Cancellation.IsCancellationRequested)
+        {
+            throw new YaraScanException($"the scan timed out after {options.Timeout}", e);
+        }
+        for (int b = 0; b < blocks.Count; b++)
+        {
+            long address = blocks[b].Address;
             for (int s = 0; s < raw.Length; s++)
             {
-                if (found[s] is not { } l)
+                if (found[b][s] is not { } l)
                     continue;
                 var target = raw[s] ??= [];
                 foreach (var (off, len) in l)
                     target.Add((unchecked(address + off), len));
             }
-            bytes += data.Length;
+            bytes += blocks[b].Data.Length;
         }
         var sorted = blocks.OrderBy(b => b.Address).ToArray();
         bool Read(long address, Span<byte> destination)
