@@ -122,7 +122,7 @@ public sealed class SignatureScanTests(MalwareLabFixture lab, ITestOutputHelper 
         // Only vmi-malware processes match: no other process, and not the kernel.
         Assert.All(ruleLines, l => Assert.Contains("(vmi-malware)", l, StringComparison.Ordinal));
         Assert.Contains("and kernel memory", r.StandardError, StringComparison.Ordinal);
-        ResultsFile.Append("signature-scan", [$"vmi scan of the whole lab guest (all processes + kernel): {sw.Elapsed.TotalSeconds:F1} s wall, {r.StandardError.Trim()}"]);
+        ResultsFile.Append("signature-scan.txt", [$"vmi scan of the whole lab guest (all processes + kernel): {sw.Elapsed.TotalSeconds:F1} s wall, {r.StandardError.Trim()}"]);
     }
 
     [Fact]
@@ -254,6 +254,6 @@ public sealed class AvDetectorLabTests(MonitoredMalwareLabFixture lab, ITestOutp
         output.WriteLine($"latency {latency.TotalSeconds:F2} s, trigger {alert.Evidence["trigger"]}");
         Assert.Equal(string.Create(CultureInfo.InvariantCulture, $"0x{region:x}"), alert.Evidence["address"]);
         Assert.Contains(alert.Evidence["trigger"], new[] { "executable memory", "sweep: executable memory changed" });
-        ResultsFile.Append("signature-scan", [$"unpack-in-memory → AV alert: {latency.TotalSeconds:F2} s (trigger: {alert.Evidence["trigger"]})"]);
+        ResultsFile.Append("signature-scan.txt", [$"unpack-in-memory → AV alert: {latency.TotalSeconds:F2} s (trigger: {alert.Evidence["trigger"]})"]);
     }
 }
