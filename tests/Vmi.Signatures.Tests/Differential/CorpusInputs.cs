@@ -156,7 +156,7 @@ internal static class CorpusInputs
         b.Ascii("dual7regex ").Wide("dual8regex").Ascii("\n");
         b.Ascii(" admin42 xadmin admin\n");
         b.Ascii("secret-0123abcd visible-89abcdef\n");
-        b.Ascii("10.0.0.1 192.168.1.254 999.1.1.1 256.1.1.1\n");
+        b.Ascii("192.0.2.1 198.51.100.254 999.1.1.1 256.1.1.1\n");
         b.Ascii("a/b Hello World\n");
         b.Bytes(0xFE, 0x41, 0xFF, 0xFE, 0x0A, 0xFF).Ascii("\n");
         b.Ascii("TRAILER");
