@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using Vmi.Detectors.Linux;
 using Vmi.Events;
 using Vmi.Lab;
@@ -12,11 +13,11 @@ using Xunit;
 namespace Vmi.Integration.Tests;
 
 /// <summary>
-/// A lab guest with the rootkit scenario (a non-root victim, a process to hide, a TCP listener, the
-/// rootkit module on disk but not loaded) under full monitoring: hooks through the gdb stub, sweeps
-/// every second, every Linux detector. Alerts are collected with the time they arrived.
+/// A lab guest booted with a scenario and then watched by a full monitoring session: hooks through the
+/// gdb stub, periodic sweeps, every built-in detector. Alerts and events are collected with the time
+/// they arrived. Subclasses name the scenario and read its ready line.
 /// </summary>
-public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
+public abstract class MonitoredLabFixture(string name, string scenario) : IAsyncLifetime
 {
     private readonly ConcurrentQueue<(Alert Alert, TimeSpan At)> _alerts = new();
     private readonly ConcurrentQueue<VmiEvent> _events = new();
@@ -26,29 +27,29 @@ public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
     public LabGuest Guest { get; private set; } = null!;
     public QemuTarget Target { get; private set; } = null!;
     public MonitorSession Session { get; private set; } = null!;
-    public int HidePid { get; private set; }
-    public int UserPid { get; private set; }
     public StringWriter Log { get; } = new();
 
     public TimeSpan Now => _clock.Elapsed;
     public IReadOnlyList<(Alert Alert, TimeSpan At)> Alerts => [.. _alerts];
     public IReadOnlyList<VmiEvent> Events => [.. _events];
 
+    /// <summary>Time between sweeps.</summary>
+    protected virtual TimeSpan SweepInterval => TimeSpan.FromSeconds(1);
+
+    /// <summary>The detectors' configuration (null: all defaults).</summary>
+    protected virtual JsonElement? DetectorConfig => null;
+
+    /// <summary>Waits for the scenario's ready line and reads what the tests need from it.</summary>
+    protected abstract Task OnBootedAsync(LabGuest guest);
+
     public async Task InitializeAsync()
     {
         LabArtifacts artifacts = await LabArtifactsForTests.GetAsync("amd64");
-        Guest = await LabGuest.StartAsync(artifacts, name, "benign,rootkit");
-        string ready = await Guest.Vm.Console.WaitForLineAsync(l => l.StartsWith("@@VMI-ROOTKIT-READY", StringComparison.Ordinal), TimeSpan.FromMinutes(2));
-        foreach (string part in ready.Split(' '))
-        {
-            if (part.StartsWith("hide=", StringComparison.Ordinal))
-                HidePid = int.Parse(part[5..], CultureInfo.InvariantCulture);
-            if (part.StartsWith("user=", StringComparison.Ordinal))
-                UserPid = int.Parse(part[5..], CultureInfo.InvariantCulture);
-        }
+        Guest = await LabGuest.StartAsync(artifacts, name, scenario);
+        await OnBootedAsync(Guest);
         var gdb = await Guest.Vm.AttachGdbAsync();
         Target = await QemuTarget.FromVmAsync(Guest.Vm, gdb);
-        var options = new MonitorOptions { SweepInterval = TimeSpan.FromSeconds(1) };
+        var options = new MonitorOptions { SweepInterval = SweepInterval };
         var pipeline = new Vmi.Pipeline.EventPipeline(System.Reactive.Concurrency.TaskPoolScheduler.Default);
         _subscription = pipeline.Output.Subscribe(e =>
         {
@@ -56,7 +57,8 @@ public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
             if (e is Alert a)
                 _alerts.Enqueue((a, _clock.Elapsed));
         });
-        Session = await MonitorSession.StartAsync("rootkit-lab", Target, gdb, options, g => BuiltInDetectors.Create(g, null), pipeline, Log);
+        var config = DetectorConfig;
+        Session = await MonitorSession.StartAsync(name, Target, gdb, options, g => BuiltInDetectors.Create(g, config), pipeline, Log);
     }
 
     /// <summary>Waits for the first alert of a detector that arrived after <paramref name="since"/> and matches.</summary>
@@ -123,6 +125,28 @@ public abstract class MonitoredRootkitLabFixture(string name) : IAsyncLifetime
             await Target.DisposeAsync();
         if (Guest is not null)
             await Guest.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// The rootkit scenario (a non-root victim, a process to hide, a TCP listener, the rootkit module on
+/// disk but not loaded) under full monitoring.
+/// </summary>
+public abstract class MonitoredRootkitLabFixture(string name) : MonitoredLabFixture(name, "benign,rootkit")
+{
+    public int HidePid { get; private set; }
+    public int UserPid { get; private set; }
+
+    protected override async Task OnBootedAsync(LabGuest guest)
+    {
+        string ready = await guest.Vm.Console.WaitForLineAsync(l => l.StartsWith("@@VMI-ROOTKIT-READY", StringComparison.Ordinal), TimeSpan.FromMinutes(2));
+        foreach (string part in ready.Split(' '))
+        {
+            if (part.StartsWith("hide=", StringComparison.Ordinal))
+                HidePid = int.Parse(part[5..], CultureInfo.InvariantCulture);
+            if (part.StartsWith("user=", StringComparison.Ordinal))
+                UserPid = int.Parse(part[5..], CultureInfo.InvariantCulture);
+        }
     }
 }
 

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -143,68 +142,23 @@ internal static class SignatureCommandsExit
 }
 
 /// <summary>The malware scenario under full monitoring: the AV detector is fed by exec and executable-memory breakpoints and sweeps.</summary>
-public sealed class MonitoredMalwareLabFixture : IAsyncLifetime
+public sealed class MonitoredMalwareLabFixture() : MonitoredLabFixture("malware-monitor", "benign,malware")
 {
-    private readonly ConcurrentQueue<(Alert Alert, TimeSpan At)> _alerts = new();
-    private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private IDisposable? _subscription;
-
-    public LabGuest Guest { get; private set; } = null!;
-    public QemuTarget Target { get; private set; } = null!;
-    public MonitorSession Session { get; private set; } = null!;
     public MalwarePids Pids { get; private set; } = null!;
-    public StringWriter Log { get; } = new();
-    public TimeSpan Now => _clock.Elapsed;
-    public IReadOnlyList<(Alert Alert, TimeSpan At)> Alerts => [.. _alerts];
 
-    public async Task InitializeAsync()
-    {
-        LabArtifacts artifacts = await LabArtifactsForTests.GetAsync("amd64");
-        Guest = await LabGuest.StartAsync(artifacts, "malware-monitor", "benign,malware");
-        Pids = await MalwarePids.WaitAsync(Guest);
-        var gdb = await Guest.Vm.AttachGdbAsync();
-        Target = await QemuTarget.FromVmAsync(Guest.Vm, gdb);
-        var options = new MonitorOptions { SweepInterval = TimeSpan.FromSeconds(2) };
-        var pipeline = new Vmi.Pipeline.EventPipeline(System.Reactive.Concurrency.TaskPoolScheduler.Default);
-        _subscription = pipeline.Output.Subscribe(e =>
-        {
-            if (e is Alert a)
-                _alerts.Enqueue((a, _clock.Elapsed));
-        });
-        string rules = Path.Combine(AppContext.BaseDirectory, "Signatures", "lab-malware.yar");
-        using var config = JsonDocument.Parse(JsonSerializer.Serialize(new Dictionary<string, object> { ["av-signature"] = new { ruleFiles = new[] { rules } } }));
-        var section = config.RootElement.Clone();
-        Session = await MonitorSession.StartAsync("malware-lab", Target, gdb, options, g => BuiltInDetectors.Create(g, section), pipeline, Log);
-    }
+    protected override TimeSpan SweepInterval => TimeSpan.FromSeconds(2);
 
-    public async Task<(Alert Alert, TimeSpan Latency)> WaitForAlertAsync(Func<Alert, bool> match, TimeSpan since, TimeSpan timeout)
+    protected override JsonElement? DetectorConfig
     {
-        var deadline = Now + timeout;
-        while (Now < deadline)
+        get
         {
-            foreach (var (a, at) in _alerts)
-            {
-                if (at >= since && match(a))
-                    return (a, at - since);
-            }
-            if (Session.Completion.IsFaulted)
-                await Session.Completion;
-            await Task.Delay(100);
+            string rules = Path.Combine(AppContext.BaseDirectory, "Signatures", "lab-malware.yar");
+            using var doc = JsonDocument.Parse(JsonSerializer.Serialize(new Dictionary<string, object> { ["av-signature"] = new { ruleFiles = new[] { rules } } }));
+            return doc.RootElement.Clone();
         }
-        string seen = string.Join("\n  ", _alerts.Select(x => $"{x.At.TotalSeconds:0.0}s {x.Alert.Detector}: {x.Alert.Title}"));
-        throw new Xunit.Sdk.XunitException($"no matching alert within {timeout.TotalSeconds:0} s after {since.TotalSeconds:0.0}s; alerts so far:\n  {seen}\nlog:\n{Log}");
     }
 
-    public async Task DisposeAsync()
-    {
-        if (Session is not null)
-            await Session.DisposeAsync();
-        _subscription?.Dispose();
-        if (Target is not null)
-            await Target.DisposeAsync();
-        if (Guest is not null)
-            await Guest.DisposeAsync();
-    }
+    protected override async Task OnBootedAsync(LabGuest guest) => Pids = await MalwarePids.WaitAsync(guest);
 }
 
 [CollectionDefinition("monitored malware lab")]
@@ -220,7 +174,7 @@ public sealed class AvDetectorLabTests(MonitoredMalwareLabFixture lab, ITestOutp
     [Fact]
     public async Task Running_malware_is_alerted_with_rule_process_vma_offset_and_bytes()
     {
-        var (alert, _) = await lab.WaitForAlertAsync(a => IsAv(a, "Vmi_Test_Malware_Unpacked", lab.Pids.Unpack), TimeSpan.Zero, TimeSpan.FromSeconds(90));
+        var (alert, _) = await lab.WaitForAlertAsync(AvDetector.Id, TimeSpan.Zero, a => IsAv(a, "Vmi_Test_Malware_Unpacked", lab.Pids.Unpack), TimeSpan.FromSeconds(90));
         output.WriteLine(string.Join("\n", alert.Evidence.Select(kv => $"{kv.Key}: {kv.Value}")));
         Assert.Equal(Severity.High, alert.Severity);
         Assert.Contains(alert.Techniques, t => t.Id == "T1027.002");
@@ -229,8 +183,8 @@ public sealed class AvDetectorLabTests(MonitoredMalwareLabFixture lab, ITestOutp
         Assert.EndsWith("r-xp [anon]", alert.Evidence["vma"], StringComparison.Ordinal);
         Assert.Contains(alert.Evidence, kv => kv.Key.EndsWith("_hex", StringComparison.Ordinal) && kv.Value == "48b8eeffc0115a2e1d4b48354433221148c1c00dc3");
         Assert.Equal("file", alert.BundleVersion);
-        await lab.WaitForAlertAsync(a => IsAv(a, "Vmi_Test_Malware_Unpacked", lab.Pids.Rwx), TimeSpan.Zero, TimeSpan.FromSeconds(60));
-        await lab.WaitForAlertAsync(a => IsAv(a, "Vmi_Test_Malware_Plain", lab.Pids.Plain), TimeSpan.Zero, TimeSpan.FromSeconds(60));
+        await lab.WaitForAlertAsync(AvDetector.Id, TimeSpan.Zero, a => IsAv(a, "Vmi_Test_Malware_Unpacked", lab.Pids.Rwx), TimeSpan.FromSeconds(60));
+        await lab.WaitForAlertAsync(AvDetector.Id, TimeSpan.Zero, a => IsAv(a, "Vmi_Test_Malware_Plain", lab.Pids.Plain), TimeSpan.FromSeconds(60));
         Assert.DoesNotContain(lab.Alerts, x => IsAv(x.Alert, "Vmi_Test_Malware_Unpacked", lab.Pids.Plain));
     }
 
@@ -238,7 +192,7 @@ public sealed class AvDetectorLabTests(MonitoredMalwareLabFixture lab, ITestOutp
     public async Task Unpacking_while_monitored_is_alerted_soon_after_the_memory_becomes_executable()
     {
         // Wait for the detector's first pass over the running processes, then start a new copy that unpacks on a signal.
-        await lab.WaitForAlertAsync(a => IsAv(a, "Vmi_Test_Malware_Unpacked", lab.Pids.Unpack), TimeSpan.Zero, TimeSpan.FromSeconds(90));
+        await lab.WaitForAlertAsync(AvDetector.Id, TimeSpan.Zero, a => IsAv(a, "Vmi_Test_Malware_Unpacked", lab.Pids.Unpack), TimeSpan.FromSeconds(90));
         long from = lab.Guest.Vm.Console.Position;
         await lab.Guest.ShellAsync("/lab/bin/vmi-malware wait >/run/vmi-malware.wait 2>&1 &");
         string waiting = await lab.Guest.Vm.Console.WaitForLineAsync(l => l.Contains("mode=wait pid=", StringComparison.Ordinal) && l.Contains("state=waiting", StringComparison.Ordinal), TimeSpan.FromSeconds(30), from);
@@ -250,7 +204,7 @@ public sealed class AvDetectorLabTests(MonitoredMalwareLabFixture lab, ITestOutp
         await lab.Guest.ShellAsync($"kill -USR1 {pid}");
         string unpacked = await lab.Guest.Vm.Console.WaitForLineAsync(l => l.Contains($"mode=wait pid={pid} state=unpacked", StringComparison.Ordinal), TimeSpan.FromSeconds(30), from);
         ulong region = MalwarePids.Region(unpacked);
-        var (alert, latency) = await lab.WaitForAlertAsync(a => IsAv(a, "Vmi_Test_Malware_Unpacked", pid), since, TimeSpan.FromSeconds(60));
+        var (alert, latency) = await lab.WaitForAlertAsync(AvDetector.Id, since, a => IsAv(a, "Vmi_Test_Malware_Unpacked", pid), TimeSpan.FromSeconds(60));
         output.WriteLine($"latency {latency.TotalSeconds:F2} s, trigger {alert.Evidence["trigger"]}");
         Assert.Equal(string.Create(CultureInfo.InvariantCulture, $"0x{region:x}"), alert.Evidence["address"]);
         Assert.Contains(alert.Evidence["trigger"], new[] { "executable memory", "sweep: executable memory changed" });
