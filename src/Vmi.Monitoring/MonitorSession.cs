@@ -46,6 +46,29 @@ public sealed class MonitorSession : IAsyncDisposable
     public EventPipeline Pipeline { get; }
     public VmMonitor Monitor { get; }
 
+    /// <summary>
+    /// Several lines on what the session is doing: sweeps and the hook loop, the pipeline's counters and each
+    /// detector's state. For a test or an operator looking at a session that went quiet.
+    /// </summary>
+    public string Diagnostics
+    {
+        get
+        {
+            var s = new System.Text.StringBuilder();
+            s.AppendLine($"session {VmId}: {Completion.Status}; {Monitor.State}");
+            PipelineStatistics p = Pipeline.Statistics;
+            s.AppendLine(FormattableString.Invariant(
+                $"pipeline: published {p.Published}, delivered {p.Delivered}, analyzed {p.Analyzed}, alerts {p.Alerts} (+{p.AlertsSuppressed} suppressed), faults {p.Faults}, shed {p.Shed} ({string.Join(", ", p.ShedByStage.Select(kv => kv.Key + " " + kv.Value))})"));
+            if (Pipeline.FindVm(VmId) is VmStream vm)
+            {
+                s.AppendLine(FormattableString.Invariant($"ingress queue {vm.Queued}"));
+                foreach (string d in vm.DetectorStates)
+                    s.AppendLine("  " + d);
+            }
+            return s.ToString();
+        }
+    }
+
     /// <summary>Ends when the session stops (or fails: the exception is here).</summary>
     public Task Completion => _run;
 

@@ -48,6 +48,19 @@ public sealed class VmMonitor
     /// <summary>Sweeps done so far.</summary>
     public long Sweeps => Interlocked.Read(ref _sweeps);
 
+    /// <summary>One line on the sweeps and the hook loop, for diagnostics of a stalled session.</summary>
+    public string State
+    {
+        get
+        {
+            DateTimeOffset last;
+            lock (_sweepLock)
+                last = _lastSweep;
+            string sweeps = FormattableString.Invariant($"sweeps {Sweeps} (last {(_scheduler.Now - last).TotalSeconds:0.0} s ago)");
+            return _hooks is null ? sweeps : $"{sweeps}; hook hits {HookHits}; hook loop: {_hooks.State}";
+        }
+    }
+
     /// <summary>Hook hits seen so far.</summary>
     public long HookHits { get; private set; }
 

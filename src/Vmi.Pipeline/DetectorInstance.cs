@@ -26,6 +26,7 @@ internal sealed class DetectorInstance
     private VmiEvent? _current;
     private long _currentSweep;
     private DateTimeOffset _callStart;
+    private DateTimeOffset _currentStart;
     private IDisposable? _watchdog;
     private long _shedThisEpisode;
     private TaskCompletionSource? _busy; // set while a call (synchronous or asynchronous) is in progress
@@ -48,6 +49,21 @@ internal sealed class DetectorInstance
     public DetectorInfo Info { get; }
 
     private EventPipeline Pipeline => Vm.Pipeline;
+
+    /// <summary>One line for diagnostics: queued events, the event in progress and for how long.</summary>
+    public string State
+    {
+        get
+        {
+            lock (_gate)
+            {
+                string current = _busy is null || _current is null
+                    ? "idle"
+                    : string.Create(CultureInfo.InvariantCulture, $"analyzing {_current.GetType().Name} for {(Scheduler.Now - _currentStart).TotalSeconds:0.0} s");
+                return string.Create(CultureInfo.InvariantCulture, $"{Info.Id}: {current}, {_queue.Count} queued{(_stalled ? ", over budget" : "")}{(_removed ? ", removed" : "")}");
+            }
+        }
+    }
 
     private IScheduler Scheduler => Vm.Pipeline.Scheduler;
 
@@ -146,6 +162,7 @@ internal sealed class DetectorInstance
                 else
                 {
                     _current = work.Event;
+                    _currentStart = Scheduler.Now;
                     Volatile.Write(ref _currentSweep, work.Sweep);
                     _busy = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 }

@@ -41,6 +41,9 @@ public sealed class VmStream
     /// <summary>The detectors attached to this VM.</summary>
     public IReadOnlyList<DetectorInfo> Detectors => [.. Volatile.Read(ref _detectors).Select(d => d.Info)];
 
+    /// <summary>One line per detector on what it is doing (for diagnostics of a stalled VM).</summary>
+    public IReadOnlyList<string> DetectorStates => [.. Volatile.Read(ref _detectors).Select(d => d.State)];
+
     /// <summary>The last sequence number given (0 before the first event).</summary>
     public long LastSequence
     {

@@ -77,7 +77,14 @@ public abstract class MonitoredLabFixture(string name, string scenario) : IAsync
             await Task.Delay(100);
         }
         string seen = string.Join("\n  ", _alerts.Select(x => $"{x.At.TotalSeconds:0.0}s {x.Alert.Detector}: {x.Alert.Title}"));
-        throw new Xunit.Sdk.XunitException($"no {detector} alert within the time limit after {since.TotalSeconds:0.0}s; alerts so far:\n  {seen}\nlog:\n{Log}");
+        throw new Xunit.Sdk.XunitException($"no {detector} alert within the time limit after {since.TotalSeconds:0.0}s; alerts so far:\n  {seen}\n{Diagnostics()}\nlog:\n{Log}");
+    }
+
+    /// <summary>The session's state and every detector fault so far, for a failure message.</summary>
+    public string Diagnostics()
+    {
+        var faults = _events.OfType<DetectorFault>().Select(f => $"  fault {f.Detector}: {f.Fault} {f.Message}");
+        return $"{Session.Diagnostics}{string.Join("\n", faults)}";
     }
 
     /// <summary>Waits up to 20 s for an event of type <typeparamref name="T"/> that matches.</summary>
@@ -90,7 +97,7 @@ public abstract class MonitoredLabFixture(string name, string scenario) : IAsync
                 return found;
             await Task.Delay(100);
         }
-        throw new Xunit.Sdk.XunitException($"no matching {typeof(T).Name} within 20 s; log:\n{Log}");
+        throw new Xunit.Sdk.XunitException($"no matching {typeof(T).Name} within 20 s;\n{Diagnostics()}\nlog:\n{Log}");
     }
 
     /// <summary>Like <see cref="WaitForEventAsync{T}"/>, but null after 20 s.</summary>

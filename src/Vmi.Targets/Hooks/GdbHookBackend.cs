@@ -61,6 +61,22 @@ public sealed class GdbHookBackend : IHookBackend
     public long Stops { get; private set; }
 
     private long _stoppedTicks;
+    private string _phase = "not started";
+    private long _phaseTicks = System.Diagnostics.Stopwatch.GetTimestamp();
+    private string? _lastStop;
+    private long _unmatchedStops;
+
+    /// <summary>Stops that matched no placed hook (a stale breakpoint, an interrupt, a stop the stub attributed elsewhere).</summary>
+    public long UnmatchedStops => Interlocked.Read(ref _unmatchedStops);
+
+    public string State => FormattableString.Invariant(
+        $"{Volatile.Read(ref _phase)} for {System.Diagnostics.Stopwatch.GetElapsedTime(Interlocked.Read(ref _phaseTicks)).TotalSeconds:0.0} s; stops {Stops}, hits {HitCount}, unmatched stops {UnmatchedStops}, polled writes {MissedWatchHits}, last stop '{_lastStop}'");
+
+    private void Phase(string phase)
+    {
+        Volatile.Write(ref _phase, phase);
+        Interlocked.Exchange(ref _phaseTicks, System.Diagnostics.Stopwatch.GetTimestamp());
+    }
 
     public IReadOnlyList<HookHandle> Hooks
     {
@@ -178,10 +194,13 @@ public sealed class GdbHookBackend : IHookBackend
         {
             while (!cancellationToken.IsCancellationRequested)
             {
+                Phase("applying hook changes");
                 await ApplyPendingLockedAsync(CancellationToken.None).ConfigureAwait(false);
+                Phase("resuming");
                 if (!_gdb.IsRunning)
                     await _gdb.ResumeAsync(CancellationToken.None).ConfigureAwait(false);
                 GdbStopReply? stop;
+                Phase("waiting for a stop");
                 try
                 {
                     stop = await _gdb.TryWaitForStopAsync(TimeSpan.FromMilliseconds(200), cancellationToken).ConfigureAwait(false);
@@ -194,7 +213,9 @@ public sealed class GdbHookBackend : IHookBackend
                 {
                     // No stop for a while: compare the shadows anyway. QEMU's watchpoints under TCG were
                     // seen to miss a write now and then; a change that stays put is reported (writer unknown).
+                    Phase("polling shadows");
                     await PollShadowsAsync(onHit).ConfigureAwait(false);
+                    Phase("interrupting to apply hook changes");
                     if (_ops.Reader.Count > 0)
                         await HandleStopAsync(await _gdb.InterruptAsync(CancellationToken.None).ConfigureAwait(false), onHit).ConfigureAwait(false);
                     continue;
@@ -202,9 +223,14 @@ public sealed class GdbHookBackend : IHookBackend
                 if (!stop.TargetAlive)
                     throw new TargetException($"the VM ended while hooked ({stop.Raw}).");
                 long stoppedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                _lastStop = stop.Raw;
+                Phase("handling a stop");
                 await HandleStopAsync(stop, onHit).ConfigureAwait(false);
+                Phase("comparing shadows after a stop");
                 await DeliverUnreportedWritesAsync(VcpuOf(stop.ThreadId), onHit).ConfigureAwait(false);
+                Phase("applying hook changes after a stop");
                 await ApplyPendingLockedAsync(CancellationToken.None).ConfigureAwait(false);
+                Phase("resuming after a stop");
                 if (!_gdb.IsRunning)
                     await _gdb.ResumeAsync(CancellationToken.None).ConfigureAwait(false);
                 _stoppedTicks += System.Diagnostics.Stopwatch.GetTimestamp() - stoppedAt;
@@ -264,7 +290,10 @@ public sealed class GdbHookBackend : IHookBackend
         {
             Placed? placed = FindWatch(watch);
             if (placed is null)
+            {
+                Interlocked.Increment(ref _unmatchedStops);
                 return;
+            }
             IReadOnlyDictionary<string, ulong> regs = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
             if (placed.Handle.Request.Kind != HookKind.Write || placed.Shadow is null)
             {
@@ -290,14 +319,20 @@ public sealed class GdbHookBackend : IHookBackend
             return;
         }
         if (stop.Signal != 5)
+        {
+            Interlocked.Increment(ref _unmatchedStops);
             return;
+        }
         IReadOnlyDictionary<string, ulong> r = await _gdb.ReadRegistersAsync(vcpu).ConfigureAwait(false);
         ulong rip = Reg(r, "rip");
         Placed? bp;
         lock (_lock)
             bp = _placed.Find(p => p.Handle.Request.Kind == HookKind.Execute && p.Handle.Request.Address == rip);
         if (bp is null)
+        {
+            Interlocked.Increment(ref _unmatchedStops);
             return;
+        }
         await DeliverAsync(onHit, new HookHit(bp.Handle, _time.GetUtcNow(), vcpu, rip, Reg(r, "cr3"), rip, Gpa(rip), null, null, r)).ConfigureAwait(false);
         // Step over the breakpoint so the guest does not stop on it again at once.
         await _gdb.RemoveBreakpointAsync(GdbBreakpointKind.Software, rip, 1).ConfigureAwait(false);
@@ -407,7 +442,10 @@ public sealed class GdbHookBackend : IHookBackend
     private async Task DeliverAsync(Func<HookHit, ValueTask> onHit, HookHit hit)
     {
         HitCount++;
+        string phase = Volatile.Read(ref _phase);
+        Phase($"delivering a hit of {hit.Hook.Request.Name}");
         await onHit(hit).ConfigureAwait(false);
+        Phase(phase);
     }
 
     private Placed? FindWatch(ulong address)

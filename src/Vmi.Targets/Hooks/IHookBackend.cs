@@ -72,6 +72,9 @@ public interface IHookBackend : IAsyncDisposable
     /// <summary>Hooks in force.</summary>
     IReadOnlyList<HookHandle> Hooks { get; }
 
+    /// <summary>One line on what the hook loop is doing (phase, when it last moved, stops and hits), for diagnostics.</summary>
+    string State { get; }
+
     /// <summary>
     /// Lets the guest run and delivers hits until cancelled; on return the guest is running with no
     /// hooks left in the way (the backend detaches or clears them).
