@@ -56,6 +56,13 @@ public sealed record AvDetectorOptions
     /// <summary>YARA rule files. Empty: the built-in rules.</summary>
     public IReadOnlyList<string> RuleFiles { get; init; } = [];
 
+    /// <summary>
+    /// A rule-update state folder (<c>vmi rules update --state</c>): the signed bundle in force there is used,
+    /// and a newly installed bundle replaces it while the detector runs. <see cref="RuleFiles"/> (or the
+    /// built-in rules) stay in force until a bundle is installed. Null: no bundle.
+    /// </summary>
+    public string? RulesState { get; init; }
+
     /// <summary>Scan a process's memory when it execs (needs the exec breakpoint). Default true.</summary>
     public bool ScanOnExec { get; init; } = true;
 
@@ -108,6 +115,10 @@ public sealed class AvDetector : IDetector
     {
         public ulong StartTime;
         public Dictionary<(ulong, ulong), ulong> ExecRegions = [];
+        /// <summary>The rules of the last scan of all the process's memory (null: none yet), and of its executable memory. A new bundle rescans the process.</summary>
+        public SignatureSet? FullSet, ExecSet;
+        /// <summary>When the last scan of all the process's memory, and of its executable memory, started.</summary>
+        public DateTimeOffset LastFullScan = DateTimeOffset.MinValue, LastExecScan = DateTimeOffset.MinValue;
     }
 
     public AvDetector(AvDetectorOptions? options = null, ISignatureSource? source = null)
@@ -121,12 +132,17 @@ public sealed class AvDetector : IDetector
         {
             try
             {
-                source = new FixedSignatureSource(_options.RuleFiles.Count > 0 ? SignatureSet.FromFiles(_options.RuleFiles) : SignatureSet.BuiltIn);
+                SignatureSet fixedSet = _options.RuleFiles.Count > 0 ? SignatureSet.FromFiles(_options.RuleFiles) : SignatureSet.BuiltIn;
+                source = _options.RulesState is { Length: > 0 } state ? BundleSignatureSource.For(state, fixedSet) : new FixedSignatureSource(fixedSet);
             }
             catch (YaraCompileException e)
             {
                 // The catalog turns this into "detector 'av-signature': bad option: ruleFiles: FILE(LINE,COL): error: …".
                 throw new ArgumentException("ruleFiles: " + e.Message, e);
+            }
+            catch (Vmi.Updates.UpdateRejectedException e)
+            {
+                throw new ArgumentException("rulesState: " + e.Message, e);
             }
         }
         _source = source;
@@ -169,19 +185,49 @@ public sealed class AvDetector : IDetector
         switch (e)
         {
             case ProcessExec exec:
-                await context.DelayAsync(_options.TriggerDelay).ConfigureAwait(false);
-                if (FindByPid(kernel, exec.Pid) is LinuxProcess p)
+            {
+                DateTimeOffset due = await WaitUntilDueAsync(e, context).ConfigureAwait(false);
+                if (FindByPid(kernel, exec.Pid) is LinuxProcess p && !ScannedSince(p, due, full: true))
                     Scan(kernel, p, null, "exec", e, context);
                 break;
+            }
             case BreakpointHit hit:
-                await context.DelayAsync(_options.TriggerDelay).ConfigureAwait(false);
-                if (FindByPageTable(kernel, hit.Cr3) is LinuxProcess q)
+            {
+                DateTimeOffset due = await WaitUntilDueAsync(e, context).ConfigureAwait(false);
+                if (FindByPageTable(kernel, hit.Cr3) is LinuxProcess q && !ScannedSince(q, due, full: false))
                     Scan(kernel, q, IsExecutableAnonymousOrWritable, "executable memory", e, context);
                 break;
+            }
             case SweepTick:
                 Sweep(kernel, e, context);
                 break;
         }
+    }
+
+    /// <summary>
+    /// Waits until <see cref="AvDetectorOptions.TriggerDelay"/> after the event happened (not after it was
+    /// dequeued: a burst of triggers queued behind a scan does not wait once each) and returns that time.
+    /// </summary>
+    private async Task<DateTimeOffset> WaitUntilDueAsync(VmiEvent e, DetectorContext context)
+    {
+        DateTimeOffset due = e.Time + _options.TriggerDelay;
+        TimeSpan remaining = due - context.Scheduler.Now;
+        if (remaining > TimeSpan.Zero)
+            await context.DelayAsync(remaining > _options.TriggerDelay ? _options.TriggerDelay : remaining).ConfigureAwait(false);
+        return due;
+    }
+
+    /// <summary>
+    /// True when a scan of the process with the current rules started at or after <paramref name="due"/>: it
+    /// already saw what the trigger asks to look at (many mmap/mprotect hits of one process give one scan).
+    /// </summary>
+    private bool ScannedSince(LinuxProcess p, DateTimeOffset due, bool full)
+    {
+        if (!_seen.TryGetValue(p.Pid, out ProcessState? state) || state.StartTime != p.StartTimeNs)
+            return false;
+        SignatureSet set = _source.Current;
+        return (ReferenceEquals(state.FullSet, set) && state.LastFullScan >= due)
+            || (!full && ReferenceEquals(state.ExecSet, set) && state.LastExecScan >= due);
     }
 
     private static bool IsExecutableAnonymousOrWritable(LinuxVma v) => (v.Flags & VmExec) != 0 && (v.File == 0 || (v.Flags & VmWrite) != 0);
@@ -210,6 +256,14 @@ public sealed class AvDetector : IDetector
             if (!known)
             {
                 budget -= Scan(kernel, p, null, "sweep", e, context);
+                continue;
+            }
+            SignatureSet set = _source.Current;
+            if (!ReferenceEquals(state!.FullSet, set))
+            {
+                // Never scanned whole (only its executable memory after a hook), or a new rule bundle is in
+                // force: the whole process is scanned (within the budget; the rest in the next sweeps).
+                budget -= Scan(kernel, p, null, state.FullSet is null ? "sweep" : $"sweep: rule bundle {set.Version}", e, context);
                 continue;
             }
             // Known process: rescan only executable regions that are new or whose contents changed.
@@ -242,12 +296,21 @@ public sealed class AvDetector : IDetector
     {
         var set = _source.Current;
         context.Cancellation.ThrowIfCancellationRequested();
+        DateTimeOffset started = context.Scheduler.Now;
         var defaults = new GuestScanOptions();
         var options = defaults with { Scan = defaults.Scan with { Cancellation = context.Cancellation } };
         var result = GuestScanner.ScanProcess(kernel, p, set.Rules, options, filter);
         Scans++;
         BytesScanned += result.BytesScanned;
-        _seen[p.Pid] = new ProcessState { StartTime = p.StartTimeNs, ExecRegions = ExecRegionHashes(kernel, p) };
+        var previous = _seen.TryGetValue(p.Pid, out var old) && old.StartTime == p.StartTimeNs ? old : null;
+        _seen[p.Pid] = new ProcessState
+        {
+            StartTime = p.StartTimeNs, ExecRegions = ExecRegionHashes(kernel, p),
+            FullSet = filter is null ? set : previous?.FullSet,
+            LastFullScan = filter is null ? started : previous?.LastFullScan ?? DateTimeOffset.MinValue,
+            ExecSet = set,
+            LastExecScan = started,
+        };
         foreach (var m in result.Matches)
             RaiseMatch(p, m, set, trigger, cause, context);
         return Math.Max(1, result.BytesScanned);

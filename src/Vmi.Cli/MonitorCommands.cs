@@ -64,11 +64,18 @@ internal static class MonitorCommands
         var json = new Option<bool>("--json") { Description = "Print each alert as one line of ECS JSON." };
         var name = new Option<string>("--vm-name") { Description = "The VM's name in events (default: from the target)." };
         var journal = new Option<string>("--journal") { Description = "Also record every event to this journal file (MessagePack, replayable in event time)." };
-        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal })
+        var rulesState = new Option<string>("--rules-state") { Description = "Use the signed rule bundle in force in this state folder (vmi rules update), and switch to each new one as it is installed." };
+        var feed = new Option<string>("--feed") { Description = "Check this rule feed (https:// or folder) while monitoring and install new bundles (needs a state with a trusted root; implies --rules-state, default folder if not given)." };
+        var updateEvery = new Option<double>("--update-interval") { Description = "Minutes between feed checks (default 60; jitter ±10 %, backoff after failures).", DefaultValueFactory = _ => 60 };
+        var ca = new Option<string>("--ca") { Description = "PEM certificate authority of the feed server." };
+        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal, rulesState, feed, updateEvery, ca })
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             MonitorOptions options = LoadOptions(parse.GetValue(config));
+            string? rulesDir = parse.GetValue(rulesState) ?? (parse.GetValue(feed) is null ? null : Vmi.Updates.RuleStore.DefaultDirectory());
+            if (rulesDir is not null)
+                options = options with { Detectors = RulesCommands.WithRulesState(options.Detectors, rulesDir) };
             if (parse.GetValue(interval) is double secs)
             {
                 if (secs < 0.1)
@@ -102,6 +109,9 @@ internal static class MonitorCommands
                 await using MonitorSession session = await MonitorSession.StartAsync(vmId, t, gdb, options,
                     g => BuiltInDetectors.Create(g, detectorOptions), pipeline, Console.Error, stop.Token).ConfigureAwait(false);
                 Console.Error.WriteLine($"vmi monitor: watching {vmId}; alerts go to {storePath}; Ctrl+C stops");
+                Task updates = parse.GetValue(feed) is string feedLocation
+                    ? RulesCommands.RunUpdatesAsync(rulesDir!, feedLocation, parse.GetValue(ca), TimeSpan.FromMinutes(parse.GetValue(updateEvery)), Console.Error, stop.Token)
+                    : Task.CompletedTask;
                 try
                 {
                     await session.Completion.WaitAsync(stop.Token).ConfigureAwait(false);
@@ -110,6 +120,8 @@ internal static class MonitorCommands
                 {
                     // Ctrl+C or --duration.
                 }
+                await stop.CancelAsync().ConfigureAwait(false);
+                await updates.ConfigureAwait(false);
                 Console.Error.WriteLine($"vmi monitor: {session.Monitor.Sweeps} sweeps, {session.Monitor.HookHits} hook hits, {pipeline.Statistics.Alerts} alerts");
             }
             return CommandRunner.ExitOk;

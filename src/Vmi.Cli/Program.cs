@@ -17,6 +17,7 @@ foreach (var c in MonitorCommands.Create())
     root.Subcommands.Add(c);
 root.Subcommands.Add(SignatureCommands.YaraHelp());
 root.Subcommands.Add(SignatureCommands.Scan());
+root.Subcommands.Add(RulesCommands.Create());
 foreach (var c in LinuxCommands.Create())
     root.Subcommands.Add(c);
 return await CommandRunner.InvokeAsync(root, args).ConfigureAwait(false);

@@ -183,7 +183,7 @@ public static partial class MetadataFormat
             DateTimeOffset expires = Time(signed, "expires");
             Metadata parsed = type switch
             {
-                "root" => ParseRoot(signed, version, expires),
+                "root" => ParseRoot(signed, version, expires, file),
                 "timestamp" => new TimestampMetadata { Version = version, Expires = expires, Snapshot = Meta(signed, "snapshot.json", file) },
                 "snapshot" => new SnapshotMetadata { Version = version, Expires = expires, Targets = Meta(signed, "targets.json", file) },
                 "targets" => ParseTargets(signed, version, expires, file),
@@ -203,7 +203,7 @@ public static partial class MetadataFormat
         }
     }
 
-    private static RootMetadata ParseRoot(JsonElement signed, long version, DateTimeOffset expires)
+    private static RootMetadata ParseRoot(JsonElement signed, long version, DateTimeOffset expires, string file)
     {
         JsonElement keysJson = Obj(signed, "keys");
         var keys = new Dictionary<string, UpdatePublicKey>(StringComparer.Ordinal);
@@ -242,7 +242,7 @@ public static partial class MetadataFormat
         }
         bool consistent = signed.TryGetProperty("consistent_snapshot", out JsonElement c) && c.ValueKind == JsonValueKind.True;
         if (!consistent)
-            throw new UpdateRejectedException(UpdateRejection.Unsupported, "root.json", "consistent_snapshot is not true: this client fetches versioned metadata and hash-named targets only.");
+            throw new UpdateRejectedException(UpdateRejection.Unsupported, file, "consistent_snapshot is not true: this client fetches versioned metadata and hash-named targets only.");
         return new RootMetadata { Version = version, Expires = expires, Keys = keys, Roles = roles, ConsistentSnapshot = true };
     }
 
