@@ -55,17 +55,25 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
     {
         ArgumentNullException.ThrowIfNull(rootFile);
         using IDisposable _ = store.Lock();
-        if (store.ReadTrusted(Role.Root) is byte[] existing)
+        try
         {
-            if (existing.AsSpan().SequenceEqual(rootFile))
-                return;
-            var trusted = MetadataFormat.Parse<RootMetadata>(existing, "trusted root.json");
-            throw new UpdateRejectedException(UpdateRejection.Rollback, name,
-                $"this state already trusts root v{trusted.Signed.Version}; a root given by hand cannot replace it (an old root replayed would undo a key rotation). New roots arrive through the feed, signed by the old keys.");
+            if (store.ReadTrusted(Role.Root) is byte[] existing)
+            {
+                if (existing.AsSpan().SequenceEqual(rootFile))
+                    return;
+                var trusted = MetadataFormat.Parse<RootMetadata>(existing, "trusted root.json");
+                throw new UpdateRejectedException(UpdateRejection.Rollback, name,
+                    $"this state already trusts root v{trusted.Signed.Version}; a root given by hand cannot replace it (an old root replayed would undo a key rotation). New roots arrive through the feed, signed by the old keys.");
+            }
+            var root = MetadataFormat.Parse<RootMetadata>(rootFile, name);
+            root.Verify(root.Signed, Role.Root, name);
+            store.WriteTrusted(Role.Root, rootFile);
         }
-        var root = MetadataFormat.Parse<RootMetadata>(rootFile, name);
-        root.Verify(root.Signed, Role.Root, name);
-        store.WriteTrusted(Role.Root, rootFile);
+        catch (UpdateRejectedException e)
+        {
+            Record("rejected", null, e.KindName, e.Message);
+            throw;
+        }
     }
 
     /// <summary>Runs one update. Throws on any rejection; the reason is audited either way.</summary>
@@ -95,7 +103,9 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
     {
         DateTimeOffset now = _options.Time.GetUtcNow();
         StoreState state = store.State;
-        store.WriteState(state with { LastCheck = now, LastOutcome = outcome, LastError = rejection is null ? null : message, Feed = fetcher.Location });
+        // The feed is remembered once it worked (a mistyped --feed does not replace a good one).
+        string? feed = rejection is null ? fetcher.Location : state.Feed ?? fetcher.Location;
+        store.WriteState(state with { LastCheck = now, LastOutcome = outcome, LastError = rejection is null ? null : message, Feed = feed });
         store.AppendAudit(new UpdateAuditRecord(now, fetcher.Location, outcome, version, state.ActiveVersion, rejection, message));
     }
 

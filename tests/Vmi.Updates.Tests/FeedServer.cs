@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
-using System.IO.Pipelines;
 using System.Net;
-using System.Runtime.CompilerServices;
+using System.IO.Pipelines;
+using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
@@ -86,17 +86,11 @@ internal sealed class FeedServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private readonly StrongBox<long> _sent;
-
-    private FeedServer(WebApplication app, string folder, StrongBox<long> sent)
+    private FeedServer(WebApplication app, string folder)
     {
         _app = app;
         Folder = folder;
-        _sent = sent;
     }
-
-    /// <summary>Bytes sent to all clients so far, TLS included.</summary>
-    public long BytesSent => Interlocked.Read(ref _sent.Value);
 
     public string Folder { get; }
     public int Port { get; private set; }
@@ -112,19 +106,9 @@ internal sealed class FeedServer : IAsyncDisposable
     {
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = folder });
         builder.Logging.ClearProviders();
-        var counter = new StrongBox<long>();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen =>
-        {
-            // Outside TLS: counts the bytes that really go to the sockets (writes after a client hung up do not).
-            listen.Use(next => connection =>
-            {
-                connection.Transport = new CountingDuplexPipe(connection.Transport, counter);
-                return next(connection);
-            });
-            listen.UseHttps(TestCertificates.Server);
-        }));
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.UseHttps(TestCertificates.Server)));
         WebApplication app = builder.Build();
-        var server = new FeedServer(app, folder, counter);
+        var server = new FeedServer(app, folder);
         app.Run(server.HandleAsync);
         await app.StartAsync();
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
@@ -161,7 +145,8 @@ internal sealed class FeedServer : IAsyncDisposable
 
     /// <summary>
     /// A handler that streams zeros without a Content-Length until the client goes away (or <paramref name="cap"/>
-    /// bytes were handed to Kestrel; after a client hangs up Kestrel drops writes until it notices).
+    /// bytes were handed to Kestrel; after a client hangs up Kestrel drops writes until it notices, so what the
+    /// handler wrote says nothing about what the client read: <see cref="CountingProxy"/> measures that).
     /// </summary>
     public static RequestDelegate Endless(TaskCompletionSource ended, long cap) => async context =>
     {
@@ -188,33 +173,101 @@ internal sealed class FeedServer : IAsyncDisposable
         }
     };
 
-    /// <summary>Passes a connection's bytes through, counting those written to the client.</summary>
-    private sealed class CountingDuplexPipe(IDuplexPipe inner, StrongBox<long> counter) : IDuplexPipe
-    {
-        public PipeReader Input => inner.Input;
-        public PipeWriter Output { get; } = new CountingPipeWriter(inner.Output, counter);
-    }
-
-    private sealed class CountingPipeWriter(PipeWriter inner, StrongBox<long> counter) : PipeWriter
-    {
-        public override void Advance(int bytes)
-        {
-            Interlocked.Add(ref counter.Value, bytes);
-            inner.Advance(bytes);
-        }
-
-        public override Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
-        public override Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
-        public override void CancelPendingFlush() => inner.CancelPendingFlush();
-        public override void Complete(Exception? exception = null) => inner.Complete(exception);
-        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
-        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default) => inner.FlushAsync(cancellationToken);
-    }
-
     public async ValueTask DisposeAsync()
     {
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(5));
         await _app.StopAsync(stop.Token);
         await _app.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// A TCP relay in front of a server on 127.0.0.1 that counts the bytes it delivered to clients: a write counts once
+/// the client's socket accepted it, so after a client hangs up nothing more is counted. TLS passes through untouched.
+/// </summary>
+internal sealed class CountingProxy : IAsyncDisposable
+{
+    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly int _targetPort;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _accepting;
+    private long _toClients;
+
+    public CountingProxy(int targetPort)
+    {
+        _targetPort = targetPort;
+        _listener.Start();
+        Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
+        _accepting = AcceptAsync();
+    }
+
+    public int Port { get; }
+    public string Url => $"https://127.0.0.1:{Port}/";
+
+    /// <summary>Bytes from the server that clients' sockets accepted.</summary>
+    public long BytesToClients => Interlocked.Read(ref _toClients);
+
+    private async Task AcceptAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                TcpClient client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                _ = Task.Run(() => RelayAsync(client));
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+        {
+            // Stopped.
+        }
+    }
+
+    private async Task RelayAsync(TcpClient client)
+    {
+        using (client)
+        using (var server = new TcpClient())
+        {
+            try
+            {
+                await server.ConnectAsync(IPAddress.Loopback, _targetPort, _stop.Token);
+                NetworkStream toClient = client.GetStream(), toServer = server.GetStream();
+                // When either direction ends, both sockets close (the using blocks), which ends the other one.
+                await Task.WhenAny(PumpAsync(toClient, toServer, count: false), PumpAsync(toServer, toClient, count: true));
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or IOException)
+            {
+                // The server went away.
+            }
+        }
+    }
+
+    private async Task PumpAsync(Stream from, Stream to, bool count)
+    {
+        byte[] buffer = new byte[16 << 10];
+        try
+        {
+            while (true)
+            {
+                int n = await from.ReadAsync(buffer, _stop.Token);
+                if (n == 0)
+                    return;
+                await to.WriteAsync(buffer.AsMemory(0, n), _stop.Token);
+                if (count)
+                    Interlocked.Add(ref _toClients, n);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException or IOException or ObjectDisposedException)
+        {
+            // One side hung up.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Stop();
+        await _accepting;
+        _stop.Dispose();
     }
 }
