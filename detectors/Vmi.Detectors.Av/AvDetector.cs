@@ -263,7 +263,7 @@ public sealed class AvDetector : IDetector
             {
                 // Never scanned whole (only its executable memory after a hook), or a new rule bundle is in
                 // force: the whole process is scanned (within the budget; the rest in the next sweeps).
-                budget -= Scan(kernel, p, null, state.FullSet is null ? "sweep" : $"sweep: rule bundle {set.Version}", e, context);
+                budget -= Scan(kernel, p, null, state.FullSet is null ? "sweep" : $"sweep: rule bundle {set.Version}", e, context, set);
                 continue;
             }
             // Known process: rescan only executable regions that are new or whose contents changed.
@@ -292,9 +292,9 @@ public sealed class AvDetector : IDetector
         return result;
     }
 
-    private long Scan(LinuxKernel kernel, LinuxProcess p, Func<LinuxVma, bool>? filter, string trigger, VmiEvent cause, DetectorContext context)
+    private long Scan(LinuxKernel kernel, LinuxProcess p, Func<LinuxVma, bool>? filter, string trigger, VmiEvent cause, DetectorContext context, SignatureSet? set = null)
     {
-        var set = _source.Current;
+        set ??= _source.Current;
         context.Cancellation.ThrowIfCancellationRequested();
         DateTimeOffset started = context.Scheduler.Now;
         var defaults = new GuestScanOptions();

@@ -24,6 +24,7 @@ public sealed class BundleSignatureSource : ISignatureSource
     private long _nextCheck;
     private DateTime _stamp;
     private Task _reload = Task.CompletedTask;
+    private bool _reloadQueued;
 
     /// <param name="store">The state folder.</param>
     /// <param name="fallback">Rules used while no bundle is installed (the built-in rules, say).</param>
@@ -100,9 +101,22 @@ public sealed class BundleSignatureSource : ISignatureSource
     {
         lock (_reloadGate)
         {
-            if (!_reload.IsCompleted)
-                return;
-            _reload = Task.Run(Reload);
+            if (_reload.IsCompleted)
+            {
+                _reload = Task.Run(Reload);
+            }
+            else if (!_reloadQueued)
+            {
+                // The reload running may have read the state before this change: one more runs after it
+                // (one queued is enough, it reads the newest state), or the change would be lost.
+                _reloadQueued = true;
+                _reload = _reload.ContinueWith(_ =>
+                {
+                    lock (_reloadGate)
+                        _reloadQueued = false;
+                    return Reload();
+                }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            }
         }
     }
 

@@ -300,8 +300,10 @@ internal static class RulesCommands
                 }
                 if (check.Result is { Installed: true } result)
                 {
-                    bool swapped = source.Reload();
-                    log.WriteLine($"vmi rules: {result.Message}; {(swapped ? "the detectors use it from their next event" : "not loaded: " + source.LastError)}");
+                    source.Reload();
+                    // A detector's own check may have loaded it first: what matters is the set in force now.
+                    bool inForce = source.Current.Version == result.Active?.Version.ToString(CultureInfo.InvariantCulture);
+                    log.WriteLine($"vmi rules: {result.Message}; {(inForce ? "the detectors use it from their next event" : "not loaded, the previous rules stay: " + (source.LastError ?? "unknown reason"))}");
                 }
             });
             await scheduler.RunAsync(ct).ConfigureAwait(false);

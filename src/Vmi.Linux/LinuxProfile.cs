@@ -110,5 +110,34 @@ public sealed class LinuxProfile
     }
 
     /// <summary>The kernel model over this profile.</summary>
-    public LinuxKernel CreateKernel(IPhysicalMemory memory, PagingContext paging) => new(memory, paging, Symbols, Types);
+    /// <summary>
+    /// The kernel model over <paramref name="memory"/>. Kernel addresses are translated through the kernel's
+    /// own top-level page table (<c>init_top_pgt</c>, alias <c>swapper_pg_dir</c>), found through
+    /// <paramref name="paging"/>: the CR3 a vCPU happened to hold is some process's page table, which is
+    /// freed and reused when that process exits (or, with PTI, a user copy that maps almost no kernel).
+    /// </summary>
+    public LinuxKernel CreateKernel(IPhysicalMemory memory, PagingContext paging) => new(memory, KernelPagingOf(memory, paging), Symbols, Types);
+
+    /// <summary>
+    /// The paging context of the kernel's own page table when <c>init_top_pgt</c> is known and maps the
+    /// kernel the way <paramref name="paging"/> does (checked on the symbol's own address); else <paramref name="paging"/>.
+    /// </summary>
+    public PagingContext KernelPagingOf(IPhysicalMemory memory, PagingContext paging)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        if (!Symbols.TryGetAddress("init_top_pgt", out ulong pgd) && !Symbols.TryGetAddress("swapper_pg_dir", out pgd))
+            return paging;
+        var current = new VirtualMemory(memory, paging);
+        if (!current.TryTranslate(pgd, out Translation t) || (t.PhysicalAddress & 0xfff) != 0)
+            return paging;
+        PagingContext own = paging with { Cr3 = t.PhysicalAddress };
+        // The kernel's table must map its own address to the same frame, and the banner the same way.
+        var check = new VirtualMemory(memory, own);
+        if (!check.TryTranslate(pgd, out Translation again) || again.PhysicalAddress != t.PhysicalAddress)
+            return paging;
+        if (Symbols.TryGetAddress("linux_banner", out ulong banner)
+            && (!check.TryTranslate(banner, out Translation b1) || !current.TryTranslate(banner, out Translation b2) || b1.PhysicalAddress != b2.PhysicalAddress))
+            return paging;
+        return own;
+    }
 }

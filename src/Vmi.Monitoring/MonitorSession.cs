@@ -108,7 +108,7 @@ public sealed class MonitorSession : IAsyncDisposable
             vm.AddDetector(d);
         log.WriteLine($"vmi monitor: {vmId}: detectors {string.Join(", ", vm.Detectors.Select(d => d.Id))}");
         // Hooks read the hooked ranges without the translation cache: a stale entry would make a wrong shadow.
-        IHookBackend? hooks = gdb is null ? null : new GdbHookBackend(gdb, new VirtualMemory(target.Memory, regs.Paging));
+        IHookBackend? hooks = gdb is null ? null : new GdbHookBackend(gdb, new VirtualMemory(target.Memory, kernel.KernelPaging));
         var monitor = new VmMonitor(vmId, kernel, pipeline.Publish, options, pipeline.Scheduler, hooks, log);
         var session = new MonitorSession(target, log, vmId, profile, kernel, guest, pipeline, owns, monitor, hooks);
         session._run = Task.Run(() => monitor.RunAsync(session._stop.Token), CancellationToken.None);

@@ -149,8 +149,12 @@ public static partial class MetadataFormat
     [GeneratedRegex("^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
     private static partial Regex SafeName();
 
-    /// <summary>True when <paramref name="name"/> is a plain file name (no path, no leading dot).</summary>
-    public static bool IsSafeTargetName(string name) => SafeName().IsMatch(name) && !name.Contains("..", StringComparison.Ordinal);
+    /// <summary>
+    /// True when <paramref name="name"/> is a plain file name (no path, no leading dot) other than <c>bundle.json</c>,
+    /// the manifest the store writes next to a bundle's rule files.
+    /// </summary>
+    public static bool IsSafeTargetName(string name) => SafeName().IsMatch(name) && !name.Contains("..", StringComparison.Ordinal)
+        && !name.Equals("bundle.json", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Parses a metadata file and checks that it is the expected role; signatures are not checked here.</summary>
     /// <exception cref="UpdateRejectedException">Malformed or unsupported.</exception>

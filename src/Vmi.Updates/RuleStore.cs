@@ -312,6 +312,10 @@ public sealed class RuleStore
         {
             throw new UpdateRejectedException(UpdateRejection.LocalState, Directory, $"another update is running on this state folder ({e.Message}); try again when it ends.", e);
         }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new UpdateRejectedException(UpdateRejection.LocalState, path, $"cannot open the state folder's lock file: {e.Message}", e);
+        }
     }
 
     internal static void WriteAtomic(string path, byte[] bytes)

@@ -125,7 +125,8 @@ public sealed class AvDetectorTests(LabDumpFixture lab)
     [Fact]
     public void A_malformed_rule_file_in_the_configuration_is_a_clear_error()
     {
-        string bad = Path.Combine(Directory.CreateTempSubdirectory("vmi-av-").FullName, "bad.yar");
+        string dir = Directory.CreateTempSubdirectory("vmi-av-").FullName;
+        string bad = Path.Combine(dir, "bad.yar");
         File.WriteAllText(bad, "rule x {\n  strings: $a = /(/\n  condition: $a\n}\n");
         using var doc = JsonDocument.Parse(JsonSerializer.Serialize(new { avSignature = 0 }).Replace("avSignature", "av-signature", StringComparison.Ordinal).Replace("0", JsonSerializer.Serialize(new { ruleFiles = new[] { bad } }), StringComparison.Ordinal));
         using AttackableGuest guest = lab.Attack();
@@ -136,5 +137,6 @@ public sealed class AvDetectorTests(LabDumpFixture lab)
         File.Delete(bad);
         var missing = Assert.Throws<DetectorConfigurationException>(() => BuiltInDetectors.Create(guest.Guest, doc.RootElement));
         Assert.Contains("could not open rule file", missing.Message, StringComparison.Ordinal);
+        Directory.Delete(dir, recursive: true);
     }
 }

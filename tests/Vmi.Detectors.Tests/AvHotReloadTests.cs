@@ -503,6 +503,49 @@ public sealed class AvHotReloadBundleSourceTests
     }
 
     [Fact]
+    public async Task A_bundle_installed_while_a_background_reload_runs_is_loaded_after_it()
+    {
+        using var world = new RuleFeedWorld();
+        world.Publish(Bundle(1));
+        await world.InstallAsync();
+        var source = new BundleSignatureSource(RuleStore.Open(world.State), Fallback, checkInterval: TimeSpan.Zero);
+        Assert.Equal("1", source.Current.Version);
+        // Holds the background reload of bundle 2 (the handler runs on its thread, before it ends).
+        using var inSwap = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        source.Swapped += set =>
+        {
+            if (set.Version == "2")
+            {
+                inSwap.Set();
+                release.Wait(TimeSpan.FromSeconds(30));
+            }
+        };
+        try
+        {
+            world.Publish(Bundle(2));
+            await world.InstallAsync();
+            _ = source.Current; // starts the reload of bundle 2
+            Assert.True(inSwap.Wait(TimeSpan.FromSeconds(30)), "the reload of bundle 2 did not start");
+
+            // Bundle 3 is installed while that reload runs, and a read sees the state change.
+            world.Publish(Bundle(3));
+            Assert.True((await world.InstallAsync()).Installed);
+            Assert.Equal("2", source.Current.Version);
+        }
+        finally
+        {
+            release.Set();
+        }
+        await source.WaitForReloadAsync();
+        _ = source.Current;
+        await source.WaitForReloadAsync();
+        // The change seen during the running reload is not lost: bundle 3 goes into force.
+        Assert.Equal("3", source.Current.Version);
+        Assert.Equal(3, source.Swaps);
+    }
+
+    [Fact]
     public void Validate_compiles_the_yara_files_together_and_leaves_network_rules_alone()
     {
         string dir = Directory.CreateTempSubdirectory("vmi-av-validate-").FullName;

@@ -33,3 +33,33 @@ public sealed class LabDumpFixtureTests(LabDumpFixture lab)
         Assert.Contains(clean.Kernel.GetProcesses().Items, p => p.TaskAddress == victim.TaskAddress);
     }
 }
+
+[Collection(LabDumpCollection.Name)]
+public sealed class KernelPagingTests(LabDumpFixture lab)
+{
+    /// <summary>
+    /// Whatever CR3 the model is started from (any process's page table), kernel addresses are translated
+    /// through the kernel's own init_top_pgt: a process's table is freed and reused when it exits.
+    /// </summary>
+    [Fact]
+    public void The_kernel_model_uses_init_top_pgt_whatever_process_cr3_it_starts_from()
+    {
+        using AttackableGuest guest = lab.Attack();
+        Assert.True(lab.Profile.Symbols.TryGetAddress("init_top_pgt", out ulong pgd));
+        Assert.True(new Vmi.Memory.VirtualMemory(lab.BaseMemory, lab.KernelPaging).TryTranslate(pgd, out Vmi.Memory.Translation t));
+        ulong own = t.PhysicalAddress;
+        Assert.Equal(own, guest.Kernel.KernelPaging.Cr3);
+        var users = guest.Kernel.GetProcesses().Items.Where(p => p.MmAddress != 0).ToList();
+        Assert.NotEmpty(users);
+        foreach (LinuxProcess p in users)
+        {
+            Assert.NotEqual(own, p.PageTablePhysical);
+            var kernel = lab.Profile.CreateKernel(lab.BaseMemory, lab.KernelPaging with { Cr3 = p.PageTablePhysical });
+            Assert.Equal(own, kernel.KernelPaging.Cr3);
+            Assert.Equal(users.Count, kernel.GetProcesses().Items.Count(x => x.MmAddress != 0));
+        }
+        // A CR3 that maps nothing (a freed, zeroed table) cannot find the symbol: the given context is kept.
+        var zeroed = lab.Profile.KernelPagingOf(lab.BaseMemory, lab.KernelPaging with { Cr3 = 0 });
+        Assert.Equal(0UL, zeroed.Cr3);
+    }
+}

@@ -202,6 +202,44 @@ public sealed class HttpsFeedTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_slow_drip_that_never_ends_is_stopped_by_the_download_time_limit()
+    {
+        using var feed = new TestFeed();
+        await using FeedServer server = await FeedServer.StartAsync(feed.FeedDir);
+        string ca = TestCertificates.WriteCaPem(Path.Combine(feed.Base, "ca.pem"));
+        feed.InitializeClient();
+        feed.Publish();
+        Assert.True((await HttpsClient(feed, server, ca).Client.UpdateAsync()).Installed);
+
+        // One byte every 200 ms: never over the size limit, never finished.
+        var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        server.Handlers["timestamp.json"] = async context =>
+        {
+            CancellationToken aborted = context.RequestAborted;
+            try
+            {
+                while (!aborted.IsCancellationRequested)
+                {
+                    await context.Response.Body.WriteAsync(" "u8.ToArray(), aborted);
+                    await context.Response.Body.FlushAsync(aborted);
+                    await Task.Delay(200, aborted);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or IOException)
+            {
+                // The client hung up.
+            }
+            finally
+            {
+                ended.TrySetResult();
+            }
+        };
+        var e = await feed.AssertRejectedAsync(UpdateRejection.Unavailable, HttpsClient(feed, server, ca, TimeSpan.FromSeconds(2)).Client, "took longer than 2 s");
+        Assert.Equal("timestamp.json", e.File);
+        await ended.Task.WaitAsync(Generous);
+    }
+
+    [Fact]
     public async Task A_timestamp_file_bigger_than_its_limit_in_a_folder_feed_is_too_large()
     {
         using var feed = new TestFeed();

@@ -156,6 +156,22 @@ public sealed class LocalStateTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_lock_file_that_cannot_be_opened_is_refused_as_local_state_not_a_crash()
+    {
+        using var feed = new TestFeed();
+        await feed.InstallFirstBundleAsync();
+        // A folder where the lock file goes: opening it fails with "access denied" even for root.
+        File.Delete(Path.Combine(feed.StateDir, ".lock"));
+        Directory.CreateDirectory(Path.Combine(feed.StateDir, ".lock"));
+        var e = await Assert.ThrowsAsync<UpdateRejectedException>(() => feed.Client().UpdateAsync());
+        Assert.Equal(UpdateRejection.LocalState, e.Kind);
+        Assert.Contains("lock file", e.Message, StringComparison.Ordinal);
+        var init = Assert.Throws<UpdateRejectedException>(() => feed.Client().Initialize(feed.Read("1.root.json")));
+        Assert.Equal(UpdateRejection.LocalState, init.Kind);
+        Assert.Equal(1, feed.Store.Active!.Version);
+    }
+
+    [Fact]
     public async Task A_corrupt_state_file_is_refused_as_local_state_not_a_crash()
     {
         using var feed = new TestFeed();

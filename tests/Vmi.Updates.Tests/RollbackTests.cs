@@ -99,6 +99,9 @@ public sealed class RollbackTests
         var e = Assert.Throws<UpdateRejectedException>(() => feed.Client().Initialize(feed.Read("1.root.json"), "1.root.json"));
         Assert.Equal(UpdateRejection.Rollback, e.Kind);
         Assert.Contains("already trusts root v2", e.Message, StringComparison.Ordinal);
+        UpdateAuditRecord audit = feed.Store.ReadAudit(1).Single();
+        Assert.Equal("rejected", audit.Outcome);
+        Assert.Equal("rollback", audit.Rejection);
         Assert.Equal(feed.Read("2.root.json"), feed.Store.ReadTrusted(Role.Root));
         Assert.Equal(1, feed.Store.Active!.Version);
 

@@ -133,4 +133,24 @@ public sealed class TargetFileTests
         Assert.True(r.Installed);
         Assert.All(r.Active!.Files, f => Assert.Equal(Encoding.UTF8.GetBytes(text), File.ReadAllBytes(f.Path)));
     }
+
+    [Fact]
+    public async Task A_rule_file_named_like_the_bundle_manifest_is_refused_by_publisher_and_client()
+    {
+        using var feed = new TestFeed();
+        await feed.InstallFirstBundleAsync();
+        string rule = Path.Combine(feed.SourceDir, "manifest.yar");
+        File.WriteAllText(rule, "rule m { condition: true }\n");
+        var publisherError = Assert.Throws<UpdateRejectedException>(() =>
+            feed.Publisher.Publish([new RuleFileInput(rule, "bundle.json", "yara")], feed.TargetsKeys, feed.SnapshotKeys, feed.TimestampKeys));
+        Assert.Equal(UpdateRejection.LocalState, publisherError.Kind);
+
+        // Signed by hand: installing it would overwrite the store's own bundle.json with the rule (or the reverse).
+        TargetsMetadata next = feed.Publish();
+        byte[] text = File.ReadAllBytes(rule);
+        TargetsMetadata clash = next with { Targets = [.. next.Targets, new TargetFileInfo("bundle.json", "yara", text.Length, MetadataFormat.HashesOf(text))] };
+        feed.Write(clash.Targets[^1].FeedPath, text);
+        feed.ServeTargets(MetadataFormat.Sign(clash, feed.TargetsKeys), next.Version);
+        await feed.AssertRejectedAsync(UpdateRejection.Malformed, null, "bundle.json");
+    }
 }
