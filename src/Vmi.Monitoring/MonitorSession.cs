@@ -55,10 +55,10 @@ public sealed class MonitorSession : IAsyncDisposable
         get
         {
             var s = new System.Text.StringBuilder();
-            s.AppendLine($"session {VmId}: {Completion.Status}; {Monitor.State}");
+            s.AppendLine(FormattableString.Invariant($"session {VmId}: {Completion.Status}; kernel page table 0x{Kernel.KernelPaging.Cr3:x}; {Monitor.State}"));
             PipelineStatistics p = Pipeline.Statistics;
             s.AppendLine(FormattableString.Invariant(
-                $"pipeline: published {p.Published}, delivered {p.Delivered}, analyzed {p.Analyzed}, alerts {p.Alerts} (+{p.AlertsSuppressed} suppressed), faults {p.Faults}, shed {p.Shed} ({string.Join(", ", p.ShedByStage.Select(kv => kv.Key + " " + kv.Value))})"));
+                $"pipeline: published {p.Published}, delivered {p.Delivered}, analyzed {p.Analyzed}, alerts {p.Alerts} (+{p.AlertsSuppressed} suppressed), findings {p.Findings}, faults {p.Faults}, shed {p.Shed} ({string.Join(", ", p.ShedByStage.Select(kv => kv.Key + " " + kv.Value))})"));
             if (Pipeline.FindVm(VmId) is VmStream vm)
             {
                 s.AppendLine(FormattableString.Invariant($"ingress queue {vm.Queued}"));

@@ -136,7 +136,8 @@ public sealed class FeedPublisher(string feedDirectory, TimeProvider? time = nul
         foreach (var (info, data, _) in staged)
         {
             string path = Path.Combine(Directory, info.FeedPath);
-            if (!File.Exists(path))
+            // Content-addressed: an existing file is kept unless it no longer matches its name (a damaged copy).
+            if (!File.Exists(path) || !MetadataFormat.Matches(File.ReadAllBytes(path), info.Length, info.Hashes))
                 RuleStore.WriteAtomic(path, data);
         }
         byte[] targetsBytes = MetadataFormat.Sign(targets, targetsKeys);

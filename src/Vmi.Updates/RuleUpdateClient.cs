@@ -181,6 +181,9 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
         }
         else
         {
+            // The listed length is a limit only up to ours: the timestamp key is online, and a thief could list gigabytes.
+            if (snapInfo.Length > _options.MaxSnapshotBytes)
+                throw new UpdateRejectedException(UpdateRejection.TooLarge, snapFile, $"the timestamp lists {snapInfo.Length} bytes for it, more than the {_options.MaxSnapshotBytes} allowed.");
             byte[] snapBytes = await fetcher.FetchAsync(snapFile, snapInfo.Length ?? _options.MaxSnapshotBytes, ct).ConfigureAwait(false)
                 ?? throw new UpdateRejectedException(UpdateRejection.Unavailable, snapFile, "the timestamp names it, but the feed does not have it.");
             if (!MetadataFormat.Matches(snapBytes, snapInfo.Length, snapInfo.Hashes))
@@ -210,6 +213,8 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
         }
         else
         {
+            if (targetsInfo.Length > _options.MaxTargetsBytes)
+                throw new UpdateRejectedException(UpdateRejection.TooLarge, targetsFile, $"the snapshot lists {targetsInfo.Length} bytes for it, more than the {_options.MaxTargetsBytes} allowed.");
             byte[] targetsBytes = await fetcher.FetchAsync(targetsFile, targetsInfo.Length ?? _options.MaxTargetsBytes, ct).ConfigureAwait(false)
                 ?? throw new UpdateRejectedException(UpdateRejection.Unavailable, targetsFile, "the snapshot names it, but the feed does not have it.");
             if (!MetadataFormat.Matches(targetsBytes, targetsInfo.Length, targetsInfo.Hashes))
@@ -268,7 +273,7 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
                 if (validate(staged) is string problem)
                     throw new UpdateRejectedException(UpdateRejection.InvalidBundle, targetsFile, $"bundle {targets.Signed.Version} is signed but its rules do not compile: {problem}");
             }
-            catch (IOException e)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 throw new UpdateRejectedException(UpdateRejection.LocalState, check, $"cannot stage the bundle to check it: {e.Message}", e);
             }
@@ -278,9 +283,9 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
                 {
                     Directory.Delete(check, recursive: true);
                 }
-                catch (IOException)
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
-                    // A temporary folder.
+                    // A temporary folder; left behind.
                 }
             }
         }

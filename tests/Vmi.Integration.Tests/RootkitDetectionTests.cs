@@ -40,42 +40,29 @@ public sealed class RootkitDetectionTests(RootkitModuleLabFixture lab, ITestOutp
         // The write hook saw the whole 8-byte pointer in one hit (the module copies with rep movsb: no torn
         // value). The periodic sweep may have raised the alert before the hit was processed.
         ulong handler = ulong.Parse(hook.Evidence["handler"].AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        MemoryAccess? write = await lab.TryWaitForEventAsync<MemoryAccess>(m => m.Hook == "syscall-table");
-        if (write is null)
-        {
-            // Known intermittent gap (about one run in five under CI load): the qemu backend reported no
-            // hooked write for the module's table write. The alert above came from the sweep; record the
-            // miss so it is visible in the results rather than failing the detection it does not affect.
-            string miss = $"syscall table write hook: no MemoryAccess; {lab.Session.Diagnostics}";
-            output.WriteLine(miss);
-            latencies.Add(miss);
-        }
-        else
-        {
-            Assert.Equal(MemoryAccessKind.Write, write.Access);
-            Assert.Equal(8, write.Size);
-            Assert.Equal(handler, BitConverter.ToUInt64(write.NewValue));
-            Assert.Equal(hook.Evidence["expected_handler"], "0x" + BitConverter.ToUInt64(write.OldValue).ToString("x", CultureInfo.InvariantCulture));
-            Assert.Equal(write.Gva, ulong.Parse(hook.Evidence["entry_address"].AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
-            latencies.Add(hook.RelatedEvents.Contains(write.Id)
-                ? $"hook event to alert (syscall table write): {(hook.Time - write.Time).TotalMilliseconds:0.0} ms"
-                : "hook event to alert (syscall table write): the periodic sweep alerted first");
-            // One hooked write, one alert for the hooked entry: the copy was reported whole, not as torn prefixes.
-            Assert.Single(lab.Alerts, a => a.Alert.Detector == "syscall-hook" && KillHooked(a.Alert));
-        }
+        // (Runs of #5 and #6 sometimes saw no hooked write here: the hooks and the kernel model read through the
+        // CR3 the vCPU held at attach, a process's page table freed and reused once that process exited. They
+        // now read through init_top_pgt, and the write must arrive.)
+        MemoryAccess write = await lab.WaitForEventAsync<MemoryAccess>(m => m.Hook == "syscall-table");
+        Assert.Equal(MemoryAccessKind.Write, write.Access);
+        Assert.Equal(8, write.Size);
+        Assert.Equal(handler, BitConverter.ToUInt64(write.NewValue));
+        Assert.Equal(hook.Evidence["expected_handler"], "0x" + BitConverter.ToUInt64(write.OldValue).ToString("x", CultureInfo.InvariantCulture));
+        Assert.Equal(write.Gva, ulong.Parse(hook.Evidence["entry_address"].AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+        latencies.Add(hook.RelatedEvents.Contains(write.Id)
+            ? $"hook event to alert (syscall table write): {(hook.Time - write.Time).TotalMilliseconds:0.0} ms"
+            : "hook event to alert (syscall table write): the periodic sweep alerted first");
+        // One hooked write, one alert for the hooked entry: the copy was reported whole, not as torn prefixes.
+        Assert.Single(lab.Alerts, a => a.Alert.Detector == "syscall-hook" && KillHooked(a.Alert));
 
         // The breakpoints told the story of the insmod: the shell forked, exec'd insmod, the module loaded.
-        // Checked when the hook loop delivered them (see the intermittent gap recorded above).
-        if (write is not null)
-        {
-            ModuleLoaded loaded = await lab.WaitForEventAsync<ModuleLoaded>(m => m.Name == "vmi_rootkit");
-            Assert.NotEqual(0UL, loaded.Address);
-            // busybox runs the insmod applet by re-executing itself: the kernel's view is an exec of /proc/self/exe.
-            ProcessExec exec = await lab.WaitForEventAsync<ProcessExec>(e => e.Path == "/proc/self/exe" && e.Pid > 1);
-            Assert.Equal("exe", exec.Name);
-            Assert.Contains(lab.Events.OfType<ProcessStarted>(), p => p.Pid == exec.Pid);
-            Assert.Contains(lab.Events.OfType<BreakpointHit>(), b => b.Hook == "module-load" && b.Symbol == "do_init_module+0x0");
-        }
+        ModuleLoaded loaded = await lab.WaitForEventAsync<ModuleLoaded>(m => m.Name == "vmi_rootkit");
+        Assert.NotEqual(0UL, loaded.Address);
+        // busybox runs the insmod applet by re-executing itself: the kernel's view is an exec of /proc/self/exe.
+        ProcessExec exec = await lab.WaitForEventAsync<ProcessExec>(e => e.Path == "/proc/self/exe" && e.Pid > 1);
+        Assert.Equal("exe", exec.Name);
+        Assert.Contains(lab.Events.OfType<ProcessStarted>(), p => p.Pid == exec.Pid);
+        Assert.Contains(lab.Events.OfType<BreakpointHit>(), b => b.Hook == "module-load" && b.Symbol == "do_init_module+0x0");
 
         // (b) hide a process by unlinking it from the task list.
         t0 = lab.Now;
