@@ -72,6 +72,7 @@ internal static class MonitorCommands
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
+            _ = AuditTrail.Instance; // a half-configured audit trail stops here, before anything is watched
             MonitorOptions options = LoadOptions(parse.GetValue(config));
             string? rulesDir = parse.GetValue(rulesState) ?? (parse.GetValue(feed) is null ? null : Vmi.Updates.RuleStore.DefaultDirectory());
             if (rulesDir is not null)
@@ -105,10 +106,17 @@ internal static class MonitorCommands
                 using IDisposable toStore = pipeline.Output.Subscribe(e => writer.Post(e));
                 using IDisposable toConsole = pipeline.Alerts.Subscribe(a => Console.Out.WriteLine(asJson ? a.ToEcs().ToNestedJson() : FormatAlert(a)));
                 using IDisposable faults = pipeline.Faults.Subscribe(f => Console.Error.WriteLine($"vmi: detector {f.Detector}: {f.Fault}: {f.Message}"));
+                // Security findings go to the audit trail too (when VMI_AUDIT_LOG/VMI_AUDIT_KEY are set).
+                using IDisposable audited = pipeline.Alerts.Subscribe(a => AuditTrail.Record("alert.raised", a.VmId, Vmi.Audit.AuditOutcome.Success, new Dictionary<string, string>
+                {
+                    ["alert_id"] = a.Id.ToString(), ["detector"] = a.Detector, ["severity"] = a.Severity.ToString().ToLowerInvariant(), ["title"] = a.Title,
+                    ["bundle"] = a.BundleVersion ?? "",
+                }));
                 JsonElement? detectorOptions = options.Detectors;
                 await using MonitorSession session = await MonitorSession.StartAsync(vmId, t, gdb, options,
                     g => BuiltInDetectors.Create(g, detectorOptions), pipeline, Console.Error, stop.Token).ConfigureAwait(false);
                 Console.Error.WriteLine($"vmi monitor: watching {vmId}; alerts go to {storePath}; Ctrl+C stops");
+                AuditTrail.Record("monitor.start", vmId, Vmi.Audit.AuditOutcome.Success, new Dictionary<string, string> { ["target"] = parse.GetValue(target)!, ["store"] = storePath });
                 Task updates = parse.GetValue(feed) is string feedLocation
                     ? RulesCommands.RunUpdatesAsync(rulesDir!, feedLocation, parse.GetValue(ca), TimeSpan.FromMinutes(parse.GetValue(updateEvery)), Console.Error, stop.Token)
                     : Task.CompletedTask;
@@ -123,6 +131,11 @@ internal static class MonitorCommands
                 await stop.CancelAsync().ConfigureAwait(false);
                 await updates.ConfigureAwait(false);
                 Console.Error.WriteLine($"vmi monitor: {session.Monitor.Sweeps} sweeps, {session.Monitor.HookHits} hook hits, {pipeline.Statistics.Alerts} alerts");
+                AuditTrail.Record("monitor.stop", vmId, Vmi.Audit.AuditOutcome.Success, new Dictionary<string, string>
+                {
+                    ["sweeps"] = session.Monitor.Sweeps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    ["alerts"] = pipeline.Statistics.Alerts.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                });
             }
             return CommandRunner.ExitOk;
         });

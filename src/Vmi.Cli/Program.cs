@@ -18,6 +18,7 @@ foreach (var c in MonitorCommands.Create())
 root.Subcommands.Add(SignatureCommands.YaraHelp());
 root.Subcommands.Add(SignatureCommands.Scan());
 root.Subcommands.Add(RulesCommands.Create());
+root.Subcommands.Add(AuditCommands.Create());
 foreach (var c in LinuxCommands.Create())
     root.Subcommands.Add(c);
 return await CommandRunner.InvokeAsync(root, args).ConfigureAwait(false);

@@ -66,7 +66,7 @@ internal static class RulesCommands
         var valid = ValidFor();
         foreach (Option o in new Option[] { feed, rootKeys, targets, snapshot, timestamp, threshold, valid })
             cmd.Options.Add(o);
-        cmd.SetAction(parse =>
+        cmd.SetAction(parse => AuditTrail.Run("rules.init", parse.GetValue(feed)!, () =>
         {
             List<SigningKey> signers = LoadPrivate(parse.GetValue(rootKeys));
             try
@@ -87,7 +87,7 @@ internal static class RulesCommands
                 signers.ForEach(s => s.Dispose());
             }
             return CommandRunner.ExitOk;
-        });
+        }).GetAwaiter().GetResult());
         return cmd;
     }
 
@@ -102,7 +102,7 @@ internal static class RulesCommands
         var valid = ValidFor();
         foreach (Option o in new Option[] { feed, rules, targets, snapshot, timestamp, valid })
             cmd.Options.Add(o);
-        cmd.SetAction(parse =>
+        cmd.SetAction(parse => AuditTrail.Run("rules.publish", parse.GetValue(feed)!, () =>
         {
             var t = LoadPrivate(parse.GetValue(targets));
             var s = LoadPrivate(parse.GetValue(snapshot));
@@ -124,7 +124,7 @@ internal static class RulesCommands
                     k.Dispose();
             }
             return CommandRunner.ExitOk;
-        });
+        }).GetAwaiter().GetResult());
         return cmd;
     }
 
@@ -136,7 +136,7 @@ internal static class RulesCommands
         var valid = ValidFor();
         foreach (Option o in new Option[] { feed, timestamp, valid })
             cmd.Options.Add(o);
-        cmd.SetAction(parse =>
+        cmd.SetAction(parse => AuditTrail.Run("rules.timestamp", parse.GetValue(feed)!, () =>
         {
             var keys = LoadPrivate(parse.GetValue(timestamp));
             try
@@ -149,7 +149,7 @@ internal static class RulesCommands
                 keys.ForEach(k => k.Dispose());
             }
             return CommandRunner.ExitOk;
-        });
+        }).GetAwaiter().GetResult());
         return cmd;
     }
 
@@ -166,7 +166,7 @@ internal static class RulesCommands
         var valid = ValidFor();
         foreach (Option o in new Option[] { feed, sign, rootKeys, targets, snapshot, timestamp, threshold, valid })
             cmd.Options.Add(o);
-        cmd.SetAction(parse =>
+        cmd.SetAction(parse => AuditTrail.Run("rules.rotate-root", parse.GetValue(feed)!, () =>
         {
             var signers = LoadPrivate(parse.GetValue(sign));
             try
@@ -192,7 +192,7 @@ internal static class RulesCommands
                 signers.ForEach(k => k.Dispose());
             }
             return CommandRunner.ExitOk;
-        });
+        }).GetAwaiter().GetResult());
         return cmd;
     }
 
@@ -209,6 +209,7 @@ internal static class RulesCommands
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
+            _ = AuditTrail.Instance; // a half-configured audit trail stops the update before it acts
             RuleStore store = RuleStore.Open(parse.GetValue(state) ?? RuleStore.DefaultDirectory());
             string location = parse.GetValue(feed) ?? store.State.Feed
                 ?? throw new UsageException("no feed yet: give --feed URL (and --root FILE the first time).");
@@ -223,12 +224,21 @@ internal static class RulesCommands
                     client.Initialize(await File.ReadAllBytesAsync(rootFile, ct).ConfigureAwait(false), Path.GetFileName(rootFile));
                 }
                 UpdateResult result = await client.UpdateAsync(ct).ConfigureAwait(false);
+                AuditTrail.Record("rules.update", location, Vmi.Audit.AuditOutcome.Success, new Dictionary<string, string>
+                {
+                    ["result"] = result.Installed ? "installed" : "up-to-date", ["message"] = result.Message,
+                    ["bundle_in_force"] = result.Active?.Version.ToString(CultureInfo.InvariantCulture) ?? "none",
+                });
                 Console.WriteLine(result.Message);
                 return CommandRunner.ExitOk;
             }
             catch (UpdateRejectedException e)
             {
                 InstalledBundle? active = store.Active;
+                AuditTrail.Record("rules.update", location, Vmi.Audit.AuditOutcome.Rejected, new Dictionary<string, string>
+                {
+                    ["rejection"] = e.KindName, ["error"] = e.Message, ["bundle_in_force"] = active?.Version.ToString(CultureInfo.InvariantCulture) ?? "none",
+                });
                 Console.Error.WriteLine($"vmi: update rejected ({e.KindName}): {e.Message}");
                 Console.Error.WriteLine(active is null ? "vmi: no bundle is installed." : $"vmi: bundle {active.Version} stays in force.");
                 return CommandRunner.ExitError;

@@ -151,3 +151,73 @@ public sealed class RulesCliTests(ITestOutputHelper output) : IDisposable
         }
     }
 }
+
+/// <summary>With VMI_AUDIT_LOG and VMI_AUDIT_KEY set, management commands land in the signed, hash-chained audit trail.</summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class AuditCliTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("vmi-audit-cli-").FullName;
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    [Fact]
+    public async Task Rule_commands_are_audited_and_the_log_verifies_and_any_edit_is_named()
+    {
+        Assert.Equal(0, (await VmiCli.RunAsync("audit", "keygen", "--out", P("audit.key"))).ExitCode);
+        var env = new Dictionary<string, string> { ["VMI_AUDIT_LOG"] = P("audit.log"), ["VMI_AUDIT_KEY"] = P("audit.key") };
+        async Task<CliResult> Vmi(params string[] args)
+        {
+            CliResult r = await VmiCli.RunAsync(env, args);
+            output.WriteLine($"$ vmi {string.Join(' ', args)}\n{r.StandardOutput}{r.StandardError}(exit {r.ExitCode})");
+            return r;
+        }
+        foreach (string k in new[] { "root", "targets", "snapshot", "timestamp" })
+            Assert.Equal(0, (await Vmi("rules", "keygen", "--out", P(k + ".key"))).ExitCode);
+        Assert.Equal(0, (await Vmi("rules", "init", "--feed", P("feed"), "--root-key", P("root.key"), "--targets-key", P("targets.key.pub"),
+            "--snapshot-key", P("snapshot.key.pub"), "--timestamp-key", P("timestamp.key.pub"))).ExitCode);
+        await File.WriteAllTextAsync(P("a.yar"), "rule a { strings: $a = \"first\" condition: $a }\n");
+        Assert.Equal(0, (await Vmi("rules", "publish", "--feed", P("feed"), "--rules", P("a.yar"), "--targets-key", P("targets.key"),
+            "--snapshot-key", P("snapshot.key"), "--timestamp-key", P("timestamp.key"))).ExitCode);
+        Assert.Equal(0, (await Vmi("rules", "update", "--feed", P("feed"), "--root", P("feed/1.root.json"), "--state", P("state"))).ExitCode);
+        // A refused publish (wrong key for the role) and a rejected update are audited as well.
+        Assert.Equal(1, (await Vmi("rules", "publish", "--feed", P("feed"), "--rules", P("a.yar"), "--targets-key", P("snapshot.key"),
+            "--snapshot-key", P("snapshot.key"), "--timestamp-key", P("timestamp.key"))).ExitCode);
+        Assert.Equal(1, (await Vmi("rules", "update", "--root", P("feed/1.root.json"), "--feed", "https://127.0.0.1:9/", "--state", P("state"))).ExitCode);
+
+        CliResult verify = await Vmi("audit", "verify", P("audit.log"), "--key", P("audit.key.pub"));
+        Assert.Equal(0, verify.ExitCode);
+        Assert.Contains("intact: 5 records", verify.StandardOutput, StringComparison.Ordinal);
+        CliResult show = await Vmi("audit", "show", P("audit.log"), "--last", "10");
+        foreach (string action in new[] { "rules.init", "rules.publish", "rules.update" })
+            Assert.Contains(action, show.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains("rejected", show.StandardOutput, StringComparison.Ordinal);
+
+        // An administrator edits a record (here: turns the rejected update into a success): verify names the line.
+        string[] lines = await File.ReadAllLinesAsync(P("audit.log"));
+        int edited = Array.FindIndex(lines, l => l.Contains("\"outcome\":\"rejected\"", StringComparison.Ordinal));
+        Assert.True(edited >= 0);
+        lines[edited] = lines[edited].Replace("\"outcome\":\"rejected\"", "\"outcome\":\"success\"", StringComparison.Ordinal);
+        await File.WriteAllLinesAsync(P("audit.log"), lines);
+        CliResult tampered = await Vmi("audit", "verify", P("audit.log"), "--key", P("audit.key.pub"));
+        Assert.Equal(1, tampered.ExitCode);
+        Assert.Contains($"TAMPERED at line {edited + 1}", tampered.StandardOutput + tampered.StandardError, StringComparison.Ordinal);
+
+        // Half-configured auditing stops a command before it acts.
+        CliResult half = await VmiCli.RunAsync(new Dictionary<string, string> { ["VMI_AUDIT_LOG"] = P("other.log") }, "rules", "update", "--state", P("state"));
+        Assert.Equal(1, half.ExitCode);
+        Assert.Contains("auditing needs both VMI_AUDIT_LOG", half.StandardError, StringComparison.Ordinal);
+        Assert.False(File.Exists(P("other.log")));
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Temporary folder.
+        }
+    }
+}

@@ -33,9 +33,15 @@ internal static class VmiCli
         return psi;
     }
 
-    public static async Task<CliResult> RunAsync(params string[] args)
+    public static Task<CliResult> RunAsync(params string[] args) => RunAsync(null, args);
+
+    /// <summary>Runs vmi with extra environment variables (null: none).</summary>
+    public static async Task<CliResult> RunAsync(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
-        using var p = Process.Start(StartInfo(args))!;
+        ProcessStartInfo psi = StartInfo(args);
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>())
+            psi.Environment[k] = v;
+        using var p = Process.Start(psi)!;
         p.StandardInput.Close();
         var stdout = new MemoryStream();
         Task copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
