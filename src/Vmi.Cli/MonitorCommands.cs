@@ -68,7 +68,13 @@ internal static class MonitorCommands
         var feed = new Option<string>("--feed") { Description = "Check this rule feed (https:// or folder) while monitoring and install new bundles (needs a state with a trusted root; implies --rules-state, default folder if not given)." };
         var updateEvery = new Option<double>("--update-interval") { Description = "Minutes between feed checks (default 60; jitter ±10 %, backoff after failures).", DefaultValueFactory = _ => 60 };
         var ca = new Option<string>("--ca") { Description = "PEM certificate authority of the feed server." };
-        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal, rulesState, feed, updateEvery, ca })
+        var es = ExportWiring.Nodes();
+        var esKey = ExportWiring.ApiKeyFile();
+        var esUser = ExportWiring.User();
+        var esPassword = ExportWiring.PasswordFile();
+        var esCa = ExportWiring.Ca();
+        var spool = ExportWiring.Spool();
+        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal, rulesState, feed, updateEvery, ca, es, esKey, esUser, esPassword, esCa, spool })
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
@@ -104,6 +110,8 @@ internal static class MonitorCommands
                 using IDisposable? recording = journalWriter is null ? null : pipeline.RecordTo(journalWriter);
                 bool asJson = parse.GetValue(json);
                 using IDisposable toStore = pipeline.Output.Subscribe(e => writer.Post(e));
+                await using ExportWiring? export = ExportWiring.Start(parse, es, esKey, esUser, esPassword, esCa, spool, Console.Error);
+                using IDisposable? toExport = export is null ? null : pipeline.Output.Subscribe(export.Post);
                 using IDisposable toConsole = pipeline.Alerts.Subscribe(a => Console.Out.WriteLine(asJson ? a.ToEcs().ToNestedJson() : FormatAlert(a)));
                 using IDisposable faults = pipeline.Faults.Subscribe(f => Console.Error.WriteLine($"vmi: detector {f.Detector}: {f.Fault}: {f.Message}"));
                 // Security findings go to the audit trail too (when VMI_AUDIT_LOG/VMI_AUDIT_KEY are set).
