@@ -22,7 +22,7 @@ namespace Vmi.Export.Elasticsearch;
 /// errors) rejected. Whole request: 429, 502, 503, 504 and lost connections retryable (Retry-After
 /// passed on); 413 splits the batch in halves; other 4xx reject the records; 401/403 and an untrusted
 /// certificate throw <see cref="ExportException"/>. On first use
-/// the index templates (<c>Elasticsearch/ecs-template.json</c>) are put with <c>PUT _index_template/NAME</c>
+/// the index template (<c>dashboards/index-template.json</c>) is put with <c>PUT _index_template/logs-vmi</c>
 /// (idempotent); the data streams then come into being with their first document.
 /// </remarks>
 public sealed class ElasticsearchSink : IExportSink, IDisposable
@@ -223,11 +223,11 @@ public sealed class ElasticsearchSink : IExportSink, IDisposable
         {
             if (_setUp)
                 return null;
-            foreach (var (name, stream, label) in new[] { ("vmi-alerts", _options.AlertsDataStream, "alerts"), ("vmi-events", _options.EventsDataStream, "events") })
+            const string name = TemplateName;
             {
                 using var request = new HttpRequestMessage(HttpMethod.Put, new Uri(CurrentNode, "_index_template/" + name))
                 {
-                    Content = new ByteArrayContent(IndexTemplate(stream, label)) { Headers = { ContentType = Json } },
+                    Content = new ByteArrayContent(IndexTemplate()) { Headers = { ContentType = Json } },
                 };
                 TemplatePuts++;
                 Attempt attempt = await SendRequestAsync(request, "PUT _index_template/" + name, cancellationToken).ConfigureAwait(false);
@@ -251,17 +251,20 @@ public sealed class ElasticsearchSink : IExportSink, IDisposable
         }
     }
 
-    /// <summary>The body of <c>PUT _index_template/NAME</c> for one data stream (from the embedded <c>ecs-template.json</c>).</summary>
-    public static byte[] IndexTemplate(string dataStream, string label)
+    /// <summary>Name of the index template the sink puts (the one <c>dashboards/setup.sh</c> loads too).</summary>
+    public const string TemplateName = "logs-vmi";
+
+    /// <summary>
+    /// The body of <c>PUT _index_template/logs-vmi</c>: <c>dashboards/index-template.json</c>, embedded at build
+    /// time, for <c>logs-vmi.alerts-*</c> and <c>logs-vmi.events-*</c> (data streams with other names get no mappings from it).
+    /// </summary>
+    public static byte[] IndexTemplate()
     {
-        using Stream s = typeof(ElasticsearchSink).Assembly.GetManifestResourceStream("Vmi.Export.Elasticsearch.ecs-template.json")
+        using Stream s = typeof(ElasticsearchSink).Assembly.GetManifestResourceStream("Vmi.Export.Elasticsearch.index-template.json")
             ?? throw new InvalidOperationException("The embedded index template is missing from the assembly.");
-        using var reader = new StreamReader(s, Encoding.UTF8);
-        string template = reader.ReadToEnd()
-            .Replace("__PATTERN__", JsonEncodedText.Encode(dataStream).ToString(), StringComparison.Ordinal)
-            .Replace("__STREAM__", label, StringComparison.Ordinal)
-            .Replace("__ECS__", Vmi.Events.EcsDocument.EcsVersion, StringComparison.Ordinal);
-        return Encoding.UTF8.GetBytes(template);
+        using var copy = new MemoryStream();
+        s.CopyTo(copy);
+        return copy.ToArray();
     }
 
     /// <summary>The NDJSON body: per record, <c>{"create":{"_index":…,"_id":…}}</c> then the document, each on its own line.</summary>
