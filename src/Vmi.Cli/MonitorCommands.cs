@@ -73,8 +73,10 @@ internal static class MonitorCommands
         var esUser = ExportWiring.User();
         var esPassword = ExportWiring.PasswordFile();
         var esCa = ExportWiring.Ca();
+        var syslog = ExportWiring.Syslog();
+        var syslogCa = ExportWiring.SyslogCa();
         var spool = ExportWiring.Spool();
-        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal, rulesState, feed, updateEvery, ca, es, esKey, esUser, esPassword, esCa, spool })
+        foreach (Option o in new Option[] { target, config, store, interval, noHooks, duration, json, name, journal, rulesState, feed, updateEvery, ca, es, esKey, esUser, esPassword, esCa, syslog, syslogCa, spool })
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
@@ -110,7 +112,7 @@ internal static class MonitorCommands
                 using IDisposable? recording = journalWriter is null ? null : pipeline.RecordTo(journalWriter);
                 bool asJson = parse.GetValue(json);
                 using IDisposable toStore = pipeline.Output.Subscribe(e => writer.Post(e));
-                await using ExportWiring? export = ExportWiring.Start(parse, es, esKey, esUser, esPassword, esCa, spool, Console.Error);
+                await using ExportWiring? export = ExportWiring.Start(parse, es, esKey, esUser, esPassword, esCa, syslog, syslogCa, spool, Console.Error);
                 using IDisposable? toExport = export is null ? null : pipeline.Output.Subscribe(export.Post);
                 using IDisposable toConsole = pipeline.Alerts.Subscribe(a => Console.Out.WriteLine(asJson ? a.ToEcs().ToNestedJson() : FormatAlert(a)));
                 using IDisposable faults = pipeline.Faults.Subscribe(f => Console.Error.WriteLine($"vmi: detector {f.Detector}: {f.Fault}: {f.Message}"));

@@ -28,6 +28,7 @@ public sealed class MonitorExportTests(MalwareLabFixture lab, ITestOutputHelper 
         output.WriteLine(first.StandardError);
         Assert.Equal(0, first.ExitCode);
         Assert.Contains("exporting to Elasticsearch", first.StandardError, StringComparison.Ordinal);
+        Assert.True(Directory.Exists(Path.Combine(_dir, "spool", "elasticsearch")));
 
         var alerts = es.Documents.Where(d => d.Index == "logs-vmi.alerts-default").Select(d => JsonDocument.Parse(d.Json).RootElement).ToList();
         Assert.Contains(alerts, a => a.GetProperty("event").GetProperty("kind").GetString() == "alert"
