@@ -136,19 +136,8 @@ public sealed class HttpsFeedFetcher : IFeedFetcher, IDisposable
 
     public string Location => _base.AbsoluteUri;
 
-    private bool ValidateWithRoots(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
-    {
-        if (certificate is null || (errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0 || (errors & SslPolicyErrors.RemoteCertificateNotAvailable) != 0)
-            return false;
-        using var custom = new X509Chain();
-        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        custom.ChainPolicy.CustomTrustStore.AddRange(_roots!);
-        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        if (chain is not null)
-            custom.ChainPolicy.ExtraStore.AddRange(chain.ChainPolicy.ExtraStore);
-        using var leaf = new X509Certificate2(certificate);
-        return custom.Build(leaf);
-    }
+    private bool ValidateWithRoots(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors) =>
+        Vmi.Core.CertificateTrust.ValidateAgainst(_roots!, certificate, chain, errors);
 
     public async Task<byte[]?> FetchAsync(string path, long maxBytes, CancellationToken cancellationToken)
     {

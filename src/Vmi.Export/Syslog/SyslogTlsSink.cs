@@ -174,19 +174,8 @@ public sealed class SyslogTlsSink : IExportSink, IDisposable
         }
     }
 
-    private bool ValidateWithRoots(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
-    {
-        if (certificate is null || (errors & (SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
-            return false;
-        using var custom = new X509Chain();
-        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        custom.ChainPolicy.CustomTrustStore.AddRange(_roots!);
-        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        if (chain is not null)
-            custom.ChainPolicy.ExtraStore.AddRange(chain.ChainPolicy.ExtraStore);
-        using var leaf = new X509Certificate2(certificate);
-        return custom.Build(leaf);
-    }
+    private bool ValidateWithRoots(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors) =>
+        Vmi.Core.CertificateTrust.ValidateAgainst(_roots!, certificate, chain, errors);
 
     /// <summary>Waits until the server's kernel has acknowledged everything written, or throws if the connection broke or stalled.</summary>
     private async Task WaitAcknowledgedAsync(CancellationToken cancellationToken)
