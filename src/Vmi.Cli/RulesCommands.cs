@@ -303,6 +303,12 @@ internal static class RulesCommands
             var schedule = new UpdateScheduleOptions { Interval = interval, RetryMin = TimeSpan.FromTicks(Math.Min(interval.Ticks, TimeSpan.FromMinutes(1).Ticks)) };
             var scheduler = new UpdateScheduler(client, schedule, check =>
             {
+                AuditTrail.Record("rules.update", feed, check.Rejection is null ? Vmi.Audit.AuditOutcome.Success : Vmi.Audit.AuditOutcome.Rejected, new Dictionary<string, string>
+                {
+                    ["scheduled"] = "true",
+                    ["result"] = check.Rejection?.KindName ?? (check.Result!.Installed ? "installed" : "up-to-date"),
+                    ["message"] = check.Rejection?.Message ?? check.Result!.Message,
+                });
                 if (check.Rejection is { } r)
                 {
                     log.WriteLine($"vmi rules: update rejected ({r.KindName}): {r.Message}; {(store.Active is { } a ? "bundle " + a.Version : "no bundle")} stays in force; next check in {check.NextIn.TotalMinutes:0.#} min");
