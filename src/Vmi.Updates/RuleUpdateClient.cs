@@ -174,30 +174,11 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
         MetaFileInfo snapInfo = timestamp.Signed.Snapshot;
         string snapFile = $"{snapInfo.Version}.snapshot.json";
         var trustedSnapshot = LoadTrusted<SnapshotMetadata>(Role.Snapshot, root.Signed);
-        SignedMetadata<SnapshotMetadata> snapshot;
-        if (trustedSnapshot is not null && trustedSnapshot.Signed.Version == snapInfo.Version && MetadataFormat.Matches(trustedSnapshot.Raw, snapInfo.Length, snapInfo.Hashes))
-        {
-            snapshot = trustedSnapshot;
-        }
-        else
-        {
-            // The listed length is a limit only up to ours: the timestamp key is online, and a thief could list gigabytes.
-            if (snapInfo.Length > _options.MaxSnapshotBytes)
-                throw new UpdateRejectedException(UpdateRejection.TooLarge, snapFile, $"the timestamp lists {snapInfo.Length} bytes for it, more than the {_options.MaxSnapshotBytes} allowed.");
-            byte[] snapBytes = await fetcher.FetchAsync(snapFile, snapInfo.Length ?? _options.MaxSnapshotBytes, ct).ConfigureAwait(false)
-                ?? throw new UpdateRejectedException(UpdateRejection.Unavailable, snapFile, "the timestamp names it, but the feed does not have it.");
-            if (!MetadataFormat.Matches(snapBytes, snapInfo.Length, snapInfo.Hashes))
-                throw new UpdateRejectedException(UpdateRejection.Mismatch, snapFile,
-                    $"its length or hash is not what timestamp v{timestamp.Signed.Version} lists ({snapBytes.Length} bytes, listed {snapInfo.Length?.ToString(CultureInfo.InvariantCulture) ?? "any"}): mixed or altered metadata.");
-            snapshot = MetadataFormat.Parse<SnapshotMetadata>(snapBytes, snapFile);
-            snapshot.Verify(root.Signed, Role.Snapshot, snapFile);
-            if (snapshot.Signed.Version != snapInfo.Version)
-                throw new UpdateRejectedException(UpdateRejection.Mismatch, snapFile,
-                    $"it is snapshot version {snapshot.Signed.Version}, but the timestamp names version {snapInfo.Version} (mix-and-match).");
-            if (trustedSnapshot is not null && snapshot.Signed.Targets.Version < trustedSnapshot.Signed.Targets.Version)
-                throw new UpdateRejectedException(UpdateRejection.Rollback, snapFile,
-                    $"it names targets version {snapshot.Signed.Targets.Version}, older than the trusted {trustedSnapshot.Signed.Targets.Version} (targets rollback).");
-        }
+        SignedMetadata<SnapshotMetadata> snapshot = await FetchNamedAsync(snapFile, snapInfo, trustedSnapshot, _options.MaxSnapshotBytes,
+            root.Signed, Role.Snapshot, $"timestamp v{timestamp.Signed.Version}", ct).ConfigureAwait(false);
+        if (!ReferenceEquals(snapshot, trustedSnapshot) && trustedSnapshot is not null && snapshot.Signed.Targets.Version < trustedSnapshot.Signed.Targets.Version)
+            throw new UpdateRejectedException(UpdateRejection.Rollback, snapFile,
+                $"it names targets version {snapshot.Signed.Targets.Version}, older than the trusted {trustedSnapshot.Signed.Targets.Version} (targets rollback).");
         if (snapshot.Signed.IsExpired(now))
             throw new UpdateRejectedException(UpdateRejection.Expired, snapFile, $"expired {MetadataFormat.FormatTime(snapshot.Signed.Expires)}.");
         store.WriteTrusted(Role.Snapshot, snapshot.Raw);
@@ -206,29 +187,11 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
         MetaFileInfo targetsInfo = snapshot.Signed.Targets;
         string targetsFile = $"{targetsInfo.Version}.targets.json";
         var trustedTargets = LoadTrusted<TargetsMetadata>(Role.Targets, root.Signed);
-        SignedMetadata<TargetsMetadata> targets;
-        if (trustedTargets is not null && trustedTargets.Signed.Version == targetsInfo.Version && MetadataFormat.Matches(trustedTargets.Raw, targetsInfo.Length, targetsInfo.Hashes))
-        {
-            targets = trustedTargets;
-        }
-        else
-        {
-            if (targetsInfo.Length > _options.MaxTargetsBytes)
-                throw new UpdateRejectedException(UpdateRejection.TooLarge, targetsFile, $"the snapshot lists {targetsInfo.Length} bytes for it, more than the {_options.MaxTargetsBytes} allowed.");
-            byte[] targetsBytes = await fetcher.FetchAsync(targetsFile, targetsInfo.Length ?? _options.MaxTargetsBytes, ct).ConfigureAwait(false)
-                ?? throw new UpdateRejectedException(UpdateRejection.Unavailable, targetsFile, "the snapshot names it, but the feed does not have it.");
-            if (!MetadataFormat.Matches(targetsBytes, targetsInfo.Length, targetsInfo.Hashes))
-                throw new UpdateRejectedException(UpdateRejection.Mismatch, targetsFile,
-                    $"its length or hash is not what snapshot v{snapshot.Signed.Version} lists: mixed or altered metadata.");
-            targets = MetadataFormat.Parse<TargetsMetadata>(targetsBytes, targetsFile);
-            targets.Verify(root.Signed, Role.Targets, targetsFile);
-            if (targets.Signed.Version != targetsInfo.Version)
-                throw new UpdateRejectedException(UpdateRejection.Mismatch, targetsFile,
-                    $"it is targets version {targets.Signed.Version}, but the snapshot names version {targetsInfo.Version} (mix-and-match).");
-            if (trustedTargets is not null && targets.Signed.Version < trustedTargets.Signed.Version)
-                throw new UpdateRejectedException(UpdateRejection.Rollback, targetsFile,
-                    $"version {targets.Signed.Version} is older than the trusted {trustedTargets.Signed.Version} (rollback).");
-        }
+        SignedMetadata<TargetsMetadata> targets = await FetchNamedAsync(targetsFile, targetsInfo, trustedTargets, _options.MaxTargetsBytes,
+            root.Signed, Role.Targets, $"snapshot v{snapshot.Signed.Version}", ct).ConfigureAwait(false);
+        if (!ReferenceEquals(targets, trustedTargets) && trustedTargets is not null && targets.Signed.Version < trustedTargets.Signed.Version)
+            throw new UpdateRejectedException(UpdateRejection.Rollback, targetsFile,
+                $"version {targets.Signed.Version} is older than the trusted {trustedTargets.Signed.Version} (rollback).");
         if (targets.Signed.IsExpired(now))
             throw new UpdateRejectedException(UpdateRejection.Expired, targetsFile, $"expired {MetadataFormat.FormatTime(targets.Signed.Expires)}.");
         IReadOnlyList<string> signers = targets.Verify(root.Signed, Role.Targets, targetsFile);
@@ -303,6 +266,33 @@ public sealed class RuleUpdateClient(RuleStore store, IFeedFetcher fetcher, Upda
         InstalledBundle installed = store.Install(bundle, contents);
         return new UpdateResult(true, installed, root.Signed.Version,
             $"installed bundle {installed.Version} ({files.Count} rule files, {total} bytes) from {fetcher.Location}; previously {(active is null ? "none" : "bundle " + active.Version)}; root v{root.Signed.Version}");
+    }
+
+    /// <summary>
+    /// The metadata file a parent role names (snapshot from the timestamp, targets from the snapshot): the trusted
+    /// copy when it is that version and matches, else downloaded within the listed length (never above
+    /// <paramref name="limit"/>: the parent's key may be online and stolen), checked against the listed length and
+    /// hashes (mix-and-match), its role's signatures, and the version the parent names.
+    /// </summary>
+    private async Task<SignedMetadata<T>> FetchNamedAsync<T>(string file, MetaFileInfo info, SignedMetadata<T>? trusted, long limit,
+        RootMetadata root, Role role, string parent, CancellationToken ct) where T : Metadata
+    {
+        if (trusted is not null && trusted.Signed.Version == info.Version && MetadataFormat.Matches(trusted.Raw, info.Length, info.Hashes))
+            return trusted;
+        string parentRole = parent.Split(' ')[0];
+        if (info.Length > limit)
+            throw new UpdateRejectedException(UpdateRejection.TooLarge, file, $"the {parentRole} lists {info.Length} bytes for it, more than the {limit} allowed.");
+        byte[] bytes = await fetcher.FetchAsync(file, info.Length ?? limit, ct).ConfigureAwait(false)
+            ?? throw new UpdateRejectedException(UpdateRejection.Unavailable, file, $"the {parentRole} names it, but the feed does not have it.");
+        if (!MetadataFormat.Matches(bytes, info.Length, info.Hashes))
+            throw new UpdateRejectedException(UpdateRejection.Mismatch, file,
+                $"its length or hash is not what {parent} lists ({bytes.Length} bytes, listed {info.Length?.ToString(CultureInfo.InvariantCulture) ?? "any"}): mixed or altered metadata.");
+        SignedMetadata<T> m = MetadataFormat.Parse<T>(bytes, file);
+        m.Verify(root, role, file);
+        if (m.Signed.Version != info.Version)
+            throw new UpdateRejectedException(UpdateRejection.Mismatch, file,
+                $"it is {SignedMetadata<T>.Name(role)} version {m.Signed.Version}, but the {parentRole} names version {info.Version} (mix-and-match).");
+        return m;
     }
 
     /// <summary>A stored role's metadata, verified again with the current root; unusable (or rotated-away) files count as absent.</summary>
