@@ -43,9 +43,11 @@ public sealed class MonitorExportTests(MalwareLabFixture lab, ITestOutputHelper 
         CliResult second = await VmiCli.RunAsync(args);
         output.WriteLine(second.StandardError);
         Assert.Equal(0, second.ExitCode);
-        Assert.Equal(0, es.Conflicts);
+        // A batch stored just before the first run stopped may be sent again: Elasticsearch answers 409 for
+        // its ids and nothing is stored twice.
+        Assert.Equal(es.Documents.Count, es.Documents.Select(d => d.Id).Distinct().Count());
         Assert.True(es.Documents.Count > afterFirst);
-        ResultsFile.Append("export.txt", [$"vmi monitor --es: {afterFirst} documents in the first 12 s run, {es.Documents.Count - afterFirst} in the second, 0 duplicates"]);
+        ResultsFile.Append("export.txt", [$"vmi monitor --es: {afterFirst} documents in the first 12 s run, {es.Documents.Count - afterFirst} in the second, {es.Conflicts} replayed ids refused with 409, 0 duplicates stored"]);
     }
 
     public void Dispose()
